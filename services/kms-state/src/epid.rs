@@ -1,0 +1,14 @@
+//! ePIDs per count group: the stable extended PID a host answers with for each application.
+
+use serde::{Deserialize, Serialize};
+
+/// The ePID of one count group, kept so that every node of the cluster answers with the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpidRecord {
+    /// Count group it belongs to.
+    pub count_group: String,
+    /// The extended PID string sent in responses.
+    pub epid: String,
+    /// Time of the command that set it (unix ms).
+    pub set_ms: u64,
+}

@@ -1,0 +1,10 @@
+//! Shared test support for kms-cluster.
+//!
+//! - [`vectors`]: loads the captured KMS exchanges under `tests/fixtures/kms-vectors`
+//!   (real vlmcs ↔ vlmcsd traffic) as typed frames plus the decoded fields the capture
+//!   tool recorded.
+//! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
+//!   real `kmsctl` binary against them.
+
+pub mod harness;
+pub mod vectors;

@@ -1,1 +1,234 @@
-//! placeholder
+//! Process harness: builds and starts real `kmsd` binaries on loopback ephemeral ports,
+//! runs the real `kmsctl`, and talks raw HTTP to the admin API (no client library, so
+//! tests see exactly what a script would).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory holding the built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test-exe> → target/<profile>
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        // Build the binaries once per test process; a no-op when they are up to date.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "kmsd", "-p", "kmsctl"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building kmsd and kmsctl failed");
+        dir
+    })
+    .clone()
+}
+
+/// Path of the `kmsd` binary.
+pub fn kmsd_bin() -> PathBuf {
+    bin_dir().join("kmsd")
+}
+
+/// Path of the `kmsctl` binary.
+pub fn kmsctl_bin() -> PathBuf {
+    bin_dir().join("kmsctl")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind ephemeral")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `kmsd`.
+pub struct Kmsd {
+    child: Option<Child>,
+    /// KMS address.
+    pub kms: SocketAddr,
+    /// Admin base URL.
+    pub admin: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where its log goes.
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Kmsd {
+    /// Starts kmsd with `data_dir` and extra flags on fresh loopback ports, and waits
+    /// until `/readyz` answers 200.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Kmsd {
+        let kms: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin_port = free_port();
+        let mut args = vec![
+            "--listen".to_string(),
+            kms.to_string(),
+            "--admin-listen".to_string(),
+            format!("127.0.0.1:{admin_port}"),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut k = Kmsd {
+            child: None,
+            kms,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            data_dir: data_dir.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            args,
+        };
+        k.spawn();
+        k
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(kmsd_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kmsd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(&format!("{}/readyz", self.admin)) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "kmsd exited early ({status}); log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "kmsd did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Graceful stop (SIGTERM) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts with the same flags and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(&format!("{}/status", self.admin)).expect("status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status json")
+    }
+
+    /// Runs `kmsctl activate` against this host with extra flags; returns the JSON line and
+    /// the exit code.
+    pub fn activate(&self, extra: &[&str]) -> (serde_json::Value, i32) {
+        let port = self.kms.port().to_string();
+        let mut args = vec!["activate", "--host", "127.0.0.1", "--port", &port, "--json"];
+        args.extend_from_slice(extra);
+        let out = kmsctl(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        let v = serde_json::from_str(line).unwrap_or_else(|_| {
+            panic!(
+                "kmsctl printed no JSON: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (v, out.status.code().unwrap_or(-1))
+    }
+}
+
+impl Drop for Kmsd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `kmsctl` with `args`.
+pub fn kmsctl(args: &[&str]) -> Output {
+    Command::new(kmsctl_bin())
+        .args(args)
+        .output()
+        .expect("run kmsctl")
+}
+
+/// Minimal HTTP/1.0 GET: returns status code and body.
+pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    Ok((code, body))
+}

@@ -5,6 +5,7 @@
 //! and repeated on [`SledStore`].
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -81,10 +82,10 @@ impl SledStore {
     /// Fails with [`StateError::SchemaVersion`] for a data directory of another layout version
     /// and [`StateError::Corrupt`] for undecodable entries.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SledStore, StateError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
-            .cache_capacity(options.cache_capacity)
-            .open()?;
+            .cache_capacity(options.cache_capacity);
+        let db = open_db(&config)?;
         let state = match db.get(keys::META_SCHEMA_VERSION)? {
             None => {
                 if let Some(entry) = db.iter().next() {
@@ -214,6 +215,30 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         // Best effort on clean shutdown; errors cannot be reported from drop.
         let _ = self.db.flush();
+    }
+}
+
+/// How long [`open_db`] waits for sled's file lock to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the sled database, retrying for [`LOCK_WAIT`] while its file lock is held.
+///
+/// sled releases the lock from a background thread shortly after the last handle is dropped,
+/// so reopening a store in the same process right after dropping it can briefly fail. A lock
+/// held by another process still fails, after the wait.
+fn open_db(config: &sled::Config) -> Result<sled::Db, StateError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

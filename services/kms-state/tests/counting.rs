@@ -48,6 +48,9 @@ fn thirty_day_boundary_is_exact() {
     // One millisecond before the 30 days are over, client 1 still counts.
     let t_last_in = T0 + CLIENT_WINDOW_MS - 1;
     assert_eq!(s.active_clients_at("windows", t_last_in), 1);
+    let rec = s.client("windows", &a).unwrap();
+    assert!(rec.is_active_at(t_last_in));
+    assert!(!rec.is_active_at(T0 + CLIENT_WINDOW_MS));
     assert_eq!(count(&mut s, &act(Some("windows"), 2, t_last_in)), 2);
     assert!(s.client("windows", &a).is_some());
 

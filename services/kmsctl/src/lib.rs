@@ -1,1 +1,13 @@
-//! kmsctl
+//! kmsctl: the operator CLI of kms-cluster.
+//!
+//! Module map:
+//! - [`client`]: an async KMS client (bind, request, full response verification).
+//! - [`bench`]: the bounded load generator.
+//! - [`render`]: `slmgr`-style text for status, activations and the inventory.
+//! - [`products`]: resolving `--product` and the protocol/product mix.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod client;
+pub mod products;
+pub mod render;

@@ -1,1 +1,476 @@
-fn main() {}
+//! kmsctl binary: argument parsing and output; the work is in the library modules.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use kms_protocol::client::BindOffer;
+use kms_protocol::products::Catalog;
+use kms_protocol::LicenseState;
+use kmsctl::bench::{self, BenchConfig};
+use kmsctl::client::{ClientError, ConnectOptions, Connection, RequestSpec};
+use kmsctl::{products, render};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// kmsctl — operate and test KMS hosts.
+#[derive(Debug, Parser)]
+#[command(name = "kmsctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Act as a KMS client: request activation and verify the answer (like slmgr /ato).
+    Activate(ActivateArgs),
+    /// Show a host's status like `slmgr /dlv`.
+    Status(AdminArgs),
+    /// List the client inventory (which machines activated).
+    Clients(ClientsArgs),
+    /// List the product catalog.
+    Products {
+        /// Product catalog extension file to include.
+        #[arg(long)]
+        catalog_file: Option<std::path::PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load generator: N activations at concurrency C, one connection each.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// KMS host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// KMS port.
+    #[arg(long, default_value_t = 1688)]
+    port: u16,
+    /// Per-exchange timeout, ms.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+impl Target {
+    fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ActivateArgs {
+    #[command(flatten)]
+    target: Target,
+    /// KMS protocol 4, 5 or 6 (default: the product's own).
+    #[arg(long)]
+    protocol: Option<u16>,
+    /// Product: SKU name ("Windows 10 Enterprise"), group name ("office-2016") or GUID.
+    #[arg(long, default_value = "Windows 10 Enterprise")]
+    product: String,
+    /// Override the SKU (activation) id.
+    #[arg(long)]
+    sku_id: Option<Uuid>,
+    /// Override the KMS counted id.
+    #[arg(long)]
+    kms_id: Option<Uuid>,
+    /// Override the application id.
+    #[arg(long)]
+    app_id: Option<Uuid>,
+    /// Client machine id (default: random).
+    #[arg(long)]
+    cmid: Option<Uuid>,
+    /// Machine name (default: kmsctl-<random>).
+    #[arg(long)]
+    machine_name: Option<String>,
+    /// License state: unlicensed, licensed, initial-grace, additional-grace,
+    /// non-genuine-grace, notification, extended-grace, or a number.
+    #[arg(long, default_value = "initial-grace")]
+    license_state: String,
+    /// Minutes left in the license state.
+    #[arg(long, default_value_t = 43200)]
+    grace_minutes: u32,
+    /// Minimum count the client requires (default: the product's).
+    #[arg(long)]
+    required_count: Option<u32>,
+    /// Report as a virtual machine.
+    #[arg(long)]
+    client_vm: bool,
+    /// Requests to send on the one connection.
+    #[arg(long, default_value_t = 1)]
+    requests: u32,
+    /// Do not offer NDR64 in the bind.
+    #[arg(long)]
+    no_ndr64: bool,
+    /// Do not offer bind-time feature negotiation.
+    #[arg(long)]
+    no_btfn: bool,
+    /// Shift the request time by this many minutes (to test clock checks).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    time_offset_minutes: i64,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9688")]
+    admin: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientsArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Only this count group (windows, office2010, office).
+    #[arg(long)]
+    group: Option<String>,
+    /// Only this product group (e.g. windows-10-11).
+    #[arg(long)]
+    product: Option<String>,
+    /// Only clients seen within this many hours.
+    #[arg(long)]
+    seen_within_hours: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Activations to run.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Pace: activations per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Protocol: 4, 5, 6 or `mix` (each product's own).
+    #[arg(long, default_value = "6")]
+    protocol: String,
+    /// Products (repeatable; default Windows 10 Enterprise).
+    #[arg(long)]
+    product: Vec<String>,
+    /// Write one JSON line per activation to this file.
+    #[arg(long)]
+    log: Option<std::path::PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn exit_code(e: &ClientError) -> i32 {
+    match e {
+        ClientError::Refused(_) => 4,
+        ClientError::NotAuthentic(_) => 5,
+        _ => 1,
+    }
+}
+
+async fn activate(a: ActivateArgs) -> anyhow::Result<i32> {
+    let catalog = Catalog::builtin();
+    let choice = products::resolve(&catalog, &a.product)?;
+    let protocol = a.protocol.unwrap_or(choice.protocol);
+    if !(4..=6).contains(&protocol) {
+        bail!("--protocol must be 4, 5 or 6");
+    }
+    let license = LicenseState::parse(&a.license_state)
+        .with_context(|| format!("unknown license state {:?}", a.license_state))?;
+    let spec = RequestSpec {
+        protocol,
+        application_id: a.app_id.unwrap_or(choice.application_id),
+        sku_id: a.sku_id.unwrap_or(choice.sku_id),
+        kms_counted_id: a.kms_id.unwrap_or(choice.kms_counted_id),
+        cmid: a.cmid.unwrap_or_else(Uuid::new_v4),
+        machine_name: a
+            .machine_name
+            .clone()
+            .unwrap_or_else(|| format!("kmsctl-{:08x}", rand::random::<u32>())),
+        license_status: license.to_wire(),
+        grace_minutes: a.grace_minutes,
+        required_count: a.required_count.unwrap_or(choice.minimum_count),
+        client_vm: a.client_vm,
+        request_time: kms_protocol::time::filetime_from_unix_ms(
+            (now_ms() as i64 + a.time_offset_minutes * 60_000).max(0) as u64,
+        ),
+    };
+    let timeout = Duration::from_millis(a.target.timeout_ms);
+    let opts = ConnectOptions {
+        addr: a.target.addr(),
+        offer: BindOffer {
+            ndr64: !a.no_ndr64,
+            btfn: !a.no_btfn,
+        },
+        timeout,
+    };
+    let product_name = choice.sku_name.clone().unwrap_or(choice.display.clone());
+    let mut conn = match Connection::open(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            report_error(&a, &product_name, &e);
+            return Ok(exit_code(&e));
+        }
+    };
+    let mut code = 0;
+    for _ in 0..a.requests.max(1) {
+        let base = spec.to_base();
+        match conn.activate(&base, timeout).await {
+            Ok(r) => {
+                let count = r.response.current_count;
+                let insufficient = count < spec.required_count;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "activated": !insufficient,
+                            "host": opts.addr,
+                            "protocol": protocol,
+                            "product": product_name,
+                            "sku_id": spec.sku_id,
+                            "kms_counted_id": spec.kms_counted_id,
+                            "cmid": spec.cmid,
+                            "machine_name": spec.machine_name,
+                            "epid": r.response.epid,
+                            "hwid": r.hwid.map(|h| h.iter().map(|b| format!("{b:02X}")).collect::<String>()),
+                            "current_count": count,
+                            "required_count": spec.required_count,
+                            "activation_interval": r.response.activation_interval,
+                            "renewal_interval": r.response.renewal_interval,
+                            "ndr": format!("{:?}", r.ndr),
+                            "error": insufficient.then_some("0xC004F038"),
+                        })
+                    );
+                } else {
+                    println!("Activating {product_name} ({}) ...", spec.sku_id);
+                    if insufficient {
+                        println!(
+                            "Error: 0xC004F038 The count reported by your Key Management Service (KMS) is insufficient ({count} < {}).",
+                            spec.required_count
+                        );
+                    } else {
+                        println!("Product activated successfully.");
+                    }
+                    println!(
+                        "    KMS host:             {} (protocol {protocol}.0, {:?})",
+                        opts.addr, r.ndr
+                    );
+                    println!("    KMS host extended PID: {}", r.response.epid);
+                    if let Some(h) = r.hwid {
+                        println!(
+                            "    KMS host hardware ID: {}",
+                            h.iter().map(|b| format!("{b:02X}")).collect::<String>()
+                        );
+                    }
+                    println!("    Client machine ID:    {}", spec.cmid);
+                    println!(
+                        "    Current count:        {count} (required {})",
+                        spec.required_count
+                    );
+                    println!(
+                        "    Activation interval:  {} minutes\n    Renewal interval:     {} minutes",
+                        r.response.activation_interval, r.response.renewal_interval
+                    );
+                }
+                if insufficient {
+                    code = 3;
+                }
+            }
+            Err(e) => {
+                report_error(&a, &product_name, &e);
+                return Ok(exit_code(&e));
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn report_error(a: &ActivateArgs, product: &str, e: &ClientError) {
+    if a.json {
+        let hresult = match e {
+            ClientError::Refused(hr) => Some(format!("{hr:#010X}")),
+            _ => None,
+        };
+        println!(
+            "{}",
+            serde_json::json!({"activated": false, "host": a.target.addr(), "product": product, "error": e.to_string(), "kind": e.kind(), "hresult": hresult})
+        );
+    } else {
+        eprintln!("Activating {product} ...\nError: {e}");
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API at {url}"))?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}", resp.status());
+    }
+    resp.json()
+        .await
+        .with_context(|| format!("bad JSON from {url}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Activate(a) => activate(a).await,
+        Cmd::Status(a) => {
+            let url = format!("{}/status", a.admin.trim_end_matches('/'));
+            if a.json {
+                let v: serde_json::Value = get_json(&url).await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let r: kms_api::StatusReport = get_json(&url).await?;
+                print!("{}", render::status(&r));
+            }
+            Ok(0)
+        }
+        Cmd::Clients(c) => {
+            let mut url = format!("{}/clients?", c.admin.admin.trim_end_matches('/'));
+            if let Some(g) = &c.group {
+                url.push_str(&format!("group={g}&"));
+            }
+            if let Some(p) = &c.product {
+                url.push_str(&format!("product={p}&"));
+            }
+            if let Some(h) = c.seen_within_hours {
+                url.push_str(&format!(
+                    "since_ms={}&",
+                    now_ms().saturating_sub(h * 3_600_000)
+                ));
+            }
+            let list: Vec<kms_api::ClientInfo> = get_json(&url).await?;
+            if c.admin.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", render::clients(&list));
+            }
+            Ok(0)
+        }
+        Cmd::Products { catalog_file, json } => {
+            let mut catalog = Catalog::builtin();
+            if let Some(p) = catalog_file {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                catalog.extend_from_toml(&text)?;
+            }
+            let rows: Vec<serde_json::Value> = catalog
+                .groups()
+                .map(|g| {
+                    serde_json::json!({
+                        "group": g.name, "display": g.display, "kms_counted_id": g.kms_counted_id,
+                        "application_id": g.application.id(), "count_group": g.count_group,
+                        "minimum_count": g.minimum_count, "protocol": g.protocol,
+                        "skus": catalog.skus_of(&g.name).map(|s| serde_json::json!({"name": s.name, "sku_id": s.sku_id})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for g in catalog.groups() {
+                    println!(
+                        "{:<24} {:<44} min {:>2}  v{}  count group {:<10} {}",
+                        g.name,
+                        g.display,
+                        g.minimum_count,
+                        g.protocol,
+                        g.count_group,
+                        g.kms_counted_id
+                    );
+                    for s in catalog.skus_of(&g.name) {
+                        println!("    {:<52} {}", s.name, s.sku_id);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Bench(b) => {
+            let catalog = Catalog::builtin();
+            let names = if b.product.is_empty() {
+                vec!["Windows 10 Enterprise".to_string()]
+            } else {
+                b.product.clone()
+            };
+            let mut templates = Vec::new();
+            for n in &names {
+                let c = products::resolve(&catalog, n)?;
+                let protocols: Vec<u16> = match b.protocol.as_str() {
+                    "mix" => vec![4, 5, 6],
+                    p => vec![p.parse().context("--protocol must be 4, 5, 6 or mix")?],
+                };
+                for protocol in protocols {
+                    if !(4..=6).contains(&protocol) {
+                        bail!("--protocol must be 4, 5, 6 or mix");
+                    }
+                    templates.push(RequestSpec {
+                        protocol,
+                        application_id: c.application_id,
+                        sku_id: c.sku_id,
+                        kms_counted_id: c.kms_counted_id,
+                        cmid: Uuid::nil(),
+                        machine_name: String::new(),
+                        license_status: LicenseState::InitialGrace.to_wire(),
+                        grace_minutes: 43200,
+                        required_count: c.minimum_count,
+                        client_vm: false,
+                        request_time: 0,
+                    });
+                }
+            }
+            let report = bench::run(BenchConfig {
+                addr: b.target.addr(),
+                count: b.count,
+                concurrency: b.concurrency,
+                rate: b.rate,
+                templates,
+                timeout: Duration::from_millis(b.target.timeout_ms),
+                log: b.log,
+            })
+            .await;
+            if b.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.failed > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("kmsctl: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

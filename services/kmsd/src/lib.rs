@@ -1,1 +1,254 @@
-//! kmsd
+//! kmsd: a Windows KMS volume-activation host.
+//!
+//! Module map:
+//! - [`config`]: the configuration schema, file loading and validation.
+//! - [`cli`]: flags and `KMSD_*` environment variables layered over the file.
+//! - [`backend`]: the local state (sled) behind a group-committing writer thread.
+//! - [`service`]: the activation policy (licensed groups, checks, ePID, answer).
+//! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
+//! - [`admin`]: the admin HTTP API; [`report`] builds its documents.
+//! - [`stats`]: process-local listener counters.
+//! - `telemetry`: logging.
+//!
+//! [`run`] wires them together; `main.rs` only parses arguments.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod report;
+pub mod service;
+pub mod stats;
+pub mod telemetry;
+
+use crate::backend::LocalBackend;
+use crate::config::Config;
+use crate::listener::{Limits, Listener};
+use crate::service::{Policy, Service};
+use kms_protocol::host::HostOptions;
+use kms_protocol::products::Catalog;
+use kms_state::{StateConfig, StoreOptions};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state store could not be opened.
+    #[error("cannot open state in {dir}: {source}")]
+    State {
+        /// Data directory.
+        dir: std::path::PathBuf,
+        /// Cause.
+        source: kms_state::StateError,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {dir}: {source}")]
+    DataDir {
+        /// Data directory.
+        dir: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Current Unix time in milliseconds (the only clock read of the daemon's request path).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Loads the catalog: built-in plus the optional extension file.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, config::ConfigError> {
+    let mut catalog = Catalog::builtin();
+    if let Some(path) = &cfg.catalog_file {
+        let text = std::fs::read_to_string(path).map_err(|e| config::ConfigError::Catalog {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        catalog
+            .extend_from_toml(&text)
+            .map_err(|e| config::ConfigError::Catalog {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(catalog)
+}
+
+/// Builds the policy from the configuration.
+pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::ConfigError> {
+    let licensed =
+        catalog
+            .parse_licensed(&cfg.licensed_groups)
+            .map_err(|e| config::ConfigError::Invalid {
+                key: "licensed_groups",
+                message: e.to_string(),
+            })?;
+    Ok(Policy {
+        licensed: licensed.into_iter().collect::<BTreeSet<_>>(),
+        activation_interval: cfg.activation_interval,
+        renewal_interval: cfg.renewal_interval,
+        max_skew_ms: cfg
+            .check_client_time
+            .then_some(cfg.max_clock_skew_minutes as u64 * 60_000),
+        lcid: cfg.lcid,
+    })
+}
+
+/// Addresses a started daemon actually listens on (ports resolved).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// KMS listeners.
+    pub kms: Vec<SocketAddr>,
+    /// Admin API.
+    pub admin: SocketAddr,
+}
+
+/// Runs the daemon until `shutdown` resolves. `on_bound` is told the bound addresses.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<(), DaemonError> {
+    cfg.validate()?;
+    let catalog = Arc::new(load_catalog(&cfg)?);
+    let policy = policy_from(&cfg, &catalog)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| DaemonError::DataDir {
+        dir: cfg.data_dir.clone(),
+        source,
+    })?;
+    let backend = Arc::new(
+        LocalBackend::open(
+            &cfg.data_dir,
+            StoreOptions {
+                cache_capacity: cfg.cache_mib * 1024 * 1024,
+                state_config: StateConfig::default(),
+            },
+            cfg.sync_writes,
+        )
+        .map_err(|source| DaemonError::State {
+            dir: cfg.data_dir.clone(),
+            source,
+        })?,
+    );
+    let service = Arc::new(Service::new(catalog, policy, backend.clone()));
+    let counters = Arc::new(stats::Counters::default());
+
+    // Bind every KMS address; with the default pair, one family missing is a warning.
+    let defaults = cfg.listen == Config::default().listen;
+    let mut listeners = Vec::new();
+    let mut kms_addrs = Vec::new();
+    for addr in &cfg.listen {
+        match listener::bind(*addr) {
+            Ok(l) => {
+                kms_addrs.push(l.local_addr().unwrap_or(*addr));
+                listeners.push(l);
+            }
+            Err(e) if defaults && cfg.listen.len() > 1 => {
+                tracing::warn!(%addr, error = %e, "cannot listen on default address; continuing")
+            }
+            Err(source) => {
+                return Err(DaemonError::Bind {
+                    addr: *addr,
+                    source,
+                })
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(DaemonError::Bind {
+            addr: cfg.listen[0],
+            source: std::io::Error::other("no KMS listener could be bound"),
+        });
+    }
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: cfg.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
+
+    let port = kms_addrs.first().map(|a| a.port()).unwrap_or(1688);
+    let ctx = Listener::new(
+        service.clone(),
+        HostOptions {
+            ndr64: cfg.ndr64,
+            btfn: cfg.btfn,
+            port,
+            max_pdu: cfg.max_pdu_bytes,
+        },
+        Limits {
+            max_pdu: cfg.max_pdu_bytes,
+            read_timeout: Duration::from_millis(cfg.read_timeout_ms),
+            idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+            max_connections: cfg.max_connections,
+        },
+        counters.clone(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for l in listeners {
+        tasks.push(tokio::spawn(ctx.clone().serve(l, stop_rx.clone())));
+    }
+    let ready = Arc::new(AtomicBool::new(true));
+    let admin_state = admin::AdminState {
+        service: service.clone(),
+        counters: counters.clone(),
+        facts: Arc::new(report::HostFacts {
+            listening: kms_addrs.clone(),
+            dns_publishing: false,
+        }),
+        ready: ready.clone(),
+    };
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.changed().await;
+            })
+            .await;
+    });
+    let bound = Bound {
+        kms: kms_addrs.clone(),
+        admin: admin_addr,
+    };
+    tracing::info!(kms = ?bound.kms, admin = %bound.admin, data_dir = %cfg.data_dir.display(), licensed = ?service.policy().licensed, "kmsd ready");
+    on_bound(&bound);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = admin_task.await;
+    // Give in-flight activations a moment to be answered before the final flush.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b = backend.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    tracing::info!("state flushed; bye");
+    Ok(())
+}

@@ -1,1 +1,34 @@
-fn main() {}
+//! kmsd binary: parses flags/env/file and runs the daemon until SIGINT or SIGTERM.
+
+use clap::Parser;
+use kmsd::cli::Args;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kmsd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    kmsd::telemetry::init(cfg.log_format, &cfg.log_level);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    if let Err(e) = kmsd::run(cfg, shutdown, |_| {}).await {
+        eprintln!("kmsd: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -27,7 +27,7 @@ pub fn cbc_encrypt<C: Block128 + ?Sized>(
     iv: &[u8; 16],
     data: &mut [u8],
 ) -> Result<(), KmsError> {
-    if data.len() % 16 != 0 {
+    if !data.len().is_multiple_of(16) {
         return Err(KmsError::BlockLength(data.len()));
     }
     let mut prev = *iv;
@@ -49,7 +49,7 @@ pub fn cbc_decrypt<C: Block128 + ?Sized>(
     iv: &[u8; 16],
     data: &mut [u8],
 ) -> Result<(), KmsError> {
-    if data.len() % 16 != 0 {
+    if !data.len().is_multiple_of(16) {
         return Err(KmsError::BlockLength(data.len()));
     }
     let mut prev = *iv;

@@ -12,7 +12,7 @@ pub fn v4_mac(data: &[u8]) -> [u8; 16] {
     let mut state = [0u8; 16];
     let mut padded = data.to_vec();
     padded.push(0x80);
-    while padded.len() % 16 != 0 {
+    while !padded.len().is_multiple_of(16) {
         padded.push(0);
     }
     for chunk in padded.chunks_exact(16) {

@@ -175,7 +175,7 @@ impl BaseResponse {
             });
         }
         let size = get_u32(b, 4) as usize;
-        if size > MAX_EPID_BYTES || size < 2 || size % 2 != 0 {
+        if !(2..=MAX_EPID_BYTES).contains(&size) || !size.is_multiple_of(2) {
             return Err(KmsError::Epid("ePIDSize out of range"));
         }
         let need = 8 + size + 36;

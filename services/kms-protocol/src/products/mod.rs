@@ -720,12 +720,12 @@ impl Catalog {
                 continue;
             }
             any = true;
-            let matches: Box<dyn Fn(&ProductGroup) -> bool> = match item.as_str() {
-                "all" => Box::new(|_| true),
-                "windows" => Box::new(|g| g.application == Application::Windows),
-                "windows-client" => Box::new(|g| g.kind == ProductKind::Client),
-                "windows-server" => Box::new(|g| g.kind == ProductKind::Server),
-                "office" => Box::new(|g| g.kind == ProductKind::Office),
+            let matches: fn(&ProductGroup) -> bool = match item.as_str() {
+                "all" => |_| true,
+                "windows" => |g| g.application == Application::Windows,
+                "windows-client" => |g| g.kind == ProductKind::Client,
+                "windows-server" => |g| g.kind == ProductKind::Server,
+                "office" => |g| g.kind == ProductKind::Office,
                 name => match self.group_by_name.get(name) {
                     Some(&idx) => {
                         wanted[idx] = true;

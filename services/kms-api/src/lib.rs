@@ -1,0 +1,135 @@
+//! The admin API's JSON documents (`GET /status`, `GET /clients`), shared by `kmsd`
+//! (which produces them) and `kmsctl` (which renders them), so the two cannot drift.
+//!
+//! Field names are part of the interface scripts rely on (`total_requests`,
+//! `failed_requests`, each group's `current_count`, ...): rename nothing.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Cumulative request statistics as `slmgr /dlv` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Total requests received.
+    pub total_requests: u64,
+    /// Failed requests received.
+    pub failed_requests: u64,
+    /// Answered requests by the license state the client reported (snake_case labels:
+    /// unlicensed, licensed, initial_grace, additional_grace, non_genuine_grace,
+    /// notification, extended_grace, other).
+    pub requests_by_license_state: BTreeMap<String, u64>,
+}
+
+/// One count group (Windows, Office 2010, Office 2013+) as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Count group name (`windows`, `office2010`, `office`).
+    pub name: String,
+    /// Display name.
+    pub display: String,
+    /// Application ID.
+    pub application_id: Uuid,
+    /// Host ePID for this group (None until the first activation).
+    pub epid: Option<String>,
+    /// Current count as clients receive it (capped at `cap`).
+    pub current_count: u32,
+    /// Distinct client machines seen in the last 30 days (uncapped).
+    pub active_clients: u32,
+    /// Largest minimum count among the group's products (25 Windows, 5 Office).
+    pub minimum: u32,
+    /// Count cap (twice the minimum).
+    pub cap: u32,
+    /// Licensed product groups in this count group.
+    pub licensed_products: Vec<String>,
+    /// Request statistics of this group.
+    #[serde(flatten)]
+    pub stats: RequestStats,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// kmsd version.
+    pub version: String,
+    /// KMS listening addresses.
+    pub listening: Vec<String>,
+    /// KMS port (from the first listening address).
+    pub port: u16,
+    /// Whether the host publishes its SRV record in DNS.
+    pub dns_publishing: bool,
+    /// KMS priority as `slmgr /dlv` shows it.
+    pub priority: String,
+    /// Activation interval, minutes.
+    pub activation_interval: u32,
+    /// Renewal interval, minutes.
+    pub renewal_interval: u32,
+    /// Licensed product groups.
+    pub licensed_groups: Vec<String>,
+    /// Cluster-wide cumulative statistics.
+    #[serde(flatten)]
+    pub stats: RequestStats,
+    /// Per count group.
+    pub groups: Vec<GroupStatus>,
+    /// Process-local listener counters.
+    pub connections: BTreeMap<String, u64>,
+}
+
+/// One client machine in the inventory (`GET /clients`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Client machine ID.
+    pub cmid: Uuid,
+    /// Machine name it reported.
+    pub machine_name: String,
+    /// Count group.
+    pub count_group: String,
+    /// Product group slug.
+    pub product_group: Option<String>,
+    /// SKU id.
+    pub sku_id: Uuid,
+    /// SKU name when known.
+    pub product: Option<String>,
+    /// Virtual machine flag.
+    pub client_vm: bool,
+    /// License state last reported.
+    pub license_state: String,
+    /// Minutes left in that state, last reported.
+    pub grace_minutes: u32,
+    /// Protocol major version last used.
+    pub protocol: u16,
+    /// First request (Unix ms).
+    pub first_seen_ms: u64,
+    /// Last request (Unix ms).
+    pub last_seen_ms: u64,
+    /// Requests seen.
+    pub requests: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_keys_scripts_rely_on() {
+        let r = StatusReport {
+            version: "0".into(),
+            listening: vec![],
+            port: 1688,
+            dns_publishing: false,
+            priority: "Normal".into(),
+            activation_interval: 120,
+            renewal_interval: 10080,
+            licensed_groups: vec![],
+            stats: RequestStats::default(),
+            groups: vec![],
+            connections: BTreeMap::new(),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("total_requests").is_some());
+        assert!(v.get("failed_requests").is_some());
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,188 @@
+//! Text rendering in the shape admins know: `slmgr /dlv` for host status, `slmgr /ato`
+//! for an activation.
+
+use kms_api::{ClientInfo, StatusReport};
+use kms_protocol::LicenseState;
+
+/// Renders `/status` the way the `slmgr /dlv` block reads, one block per count group,
+/// then the cluster-wide cumulative requests.
+pub fn status(r: &StatusReport) -> String {
+    let mut s = String::new();
+    for g in &r.groups {
+        s.push_str(&format!("Name: {} KMS host\n", g.display));
+        s.push_str(&format!("Application ID: {}\n", g.application_id));
+        s.push_str(&format!(
+            "Extended PID: {}\n",
+            g.epid
+                .as_deref()
+                .unwrap_or("(not generated yet: no activation so far)")
+        ));
+        let licensed = if g.licensed_products.is_empty() {
+            "none".to_string()
+        } else {
+            g.licensed_products.join(", ")
+        };
+        s.push_str(&format!("Licensed product groups: {licensed}\n\n"));
+        s.push_str("Key Management Service is enabled on this machine\n");
+        s.push_str(&format!("    Current count: {}\n", g.current_count));
+        s.push_str(&format!(
+            "    Minimum count needed: {} (clients in the last 30 days: {})\n",
+            g.minimum, g.active_clients
+        ));
+        s.push_str(&format!("    Listening on Port: {}\n", r.port));
+        s.push_str(if r.dns_publishing {
+            "    DNS publishing enabled\n"
+        } else {
+            "    DNS publishing disabled\n"
+        });
+        s.push_str(&format!("    KMS priority: {}\n\n", r.priority));
+        s.push_str(&format!(
+            "    Activation interval: {} minutes\n    Renewal interval: {} minutes\n\n",
+            r.activation_interval, r.renewal_interval
+        ));
+        s.push_str(&stats_block(&g.stats, "    "));
+        s.push('\n');
+    }
+    s.push_str("Key Management Service cumulative requests received from clients (all products)\n");
+    s.push_str(&stats_block(&r.stats, "    "));
+    s
+}
+
+fn stats_block(st: &kms_api::RequestStats, indent: &str) -> String {
+    let mut s = format!(
+        "{indent}Total requests received: {}\n{indent}Failed requests received: {}\n",
+        st.total_requests, st.failed_requests
+    );
+    for l in LicenseState::KNOWN {
+        let n = st
+            .requests_by_license_state
+            .get(l.label())
+            .copied()
+            .unwrap_or(0);
+        s.push_str(&format!(
+            "{indent}Requests with License Status {}: {n}\n",
+            l.slmgr_text()
+        ));
+    }
+    s
+}
+
+fn fmt_ms(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Renders the client inventory as a table.
+pub fn clients(list: &[ClientInfo]) -> String {
+    let mut s = format!(
+        "{:<36}  {:<28}  {:<10}  {:<32}  {:<3}  {:<17}  {:>8}  {:<20}  {}\n",
+        "CMID",
+        "MACHINE",
+        "GROUP",
+        "PRODUCT",
+        "VM",
+        "LICENSE STATE",
+        "REQUESTS",
+        "LAST SEEN",
+        "FIRST SEEN"
+    );
+    for c in list {
+        s.push_str(&format!(
+            "{:<36}  {:<28}  {:<10}  {:<32}  {:<3}  {:<17}  {:>8}  {:<20}  {}\n",
+            c.cmid,
+            c.machine_name,
+            c.count_group,
+            c.product
+                .clone()
+                .or_else(|| c.product_group.clone())
+                .unwrap_or_else(|| c.sku_id.to_string()),
+            if c.client_vm { "yes" } else { "no" },
+            c.license_state,
+            c.requests,
+            fmt_ms(c.last_seen_ms),
+            fmt_ms(c.first_seen_ms),
+        ));
+    }
+    s.push_str(&format!("{} client machine(s)\n", list.len()));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(fmt_ms(0), "1970-01-01 00:00:00Z");
+        assert_eq!(fmt_ms(1_795_485_552_000), "2026-11-24 01:59:12Z");
+    }
+
+    #[test]
+    fn status_block_has_slmgr_lines() {
+        let mut by = std::collections::BTreeMap::new();
+        by.insert("licensed".to_string(), 8236);
+        by.insert("initial_grace".to_string(), 293);
+        let stats = kms_api::RequestStats {
+            total_requests: 8865,
+            failed_requests: 274,
+            requests_by_license_state: by,
+        };
+        let r = StatusReport {
+            version: "0".into(),
+            listening: vec!["0.0.0.0:1688".into()],
+            port: 1688,
+            dns_publishing: true,
+            priority: "Normal".into(),
+            activation_interval: 120,
+            renewal_interval: 10080,
+            licensed_groups: vec![],
+            stats: stats.clone(),
+            groups: vec![kms_api::GroupStatus {
+                name: "windows".into(),
+                display: "Windows".into(),
+                application_id: uuid::Uuid::nil(),
+                epid: Some("55041-00172-037-474982-03-1041-7601.0000-1302011".into()),
+                current_count: 50,
+                active_clients: 61,
+                minimum: 25,
+                cap: 50,
+                licensed_products: vec!["windows-7".into()],
+                stats,
+            }],
+            connections: Default::default(),
+        };
+        let text = status(&r);
+        for line in [
+            "    Current count: 50",
+            "    Listening on Port: 1688",
+            "    DNS publishing enabled",
+            "    KMS priority: Normal",
+            "    Total requests received: 8865",
+            "    Failed requests received: 274",
+            "    Requests with License Status Licensed: 8236",
+            "    Requests with License Status Initial grace period: 293",
+            "    Requests with License Status License expired or Hardware out of tolerance: 0",
+            "Extended PID: 55041-00172-037-474982-03-1041-7601.0000-1302011",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Command-line flags and `KMSD_*` environment variables (clap), layered over the
+//! config file: flag > environment > file > default.
+
+use crate::config::{Config, ConfigError, LogFormat};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// kmsd — a Windows KMS volume-activation host.
+#[derive(Debug, Parser, Default)]
+#[command(name = "kmsd", version, about)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "KMSD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for KMS clients (repeatable; env: comma-separated).
+    #[arg(long, env = "KMSD_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<SocketAddr>,
+    /// Admin HTTP API address.
+    #[arg(long, env = "KMSD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// sled data directory.
+    #[arg(long, env = "KMSD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Licensed product groups: `all` or a comma-separated list.
+    #[arg(long, env = "KMSD_LICENSED_GROUPS")]
+    pub licensed_groups: Option<String>,
+    /// Activation retry interval, minutes.
+    #[arg(long, env = "KMSD_ACTIVATION_INTERVAL")]
+    pub activation_interval: Option<u32>,
+    /// Renewal interval, minutes.
+    #[arg(long, env = "KMSD_RENEWAL_INTERVAL")]
+    pub renewal_interval: Option<u32>,
+    /// Product catalog extension file (TOML).
+    #[arg(long, env = "KMSD_CATALOG_FILE")]
+    pub catalog_file: Option<PathBuf>,
+    /// Refuse clients whose clock is off by more than --max-clock-skew-minutes.
+    #[arg(long, env = "KMSD_CHECK_CLIENT_TIME")]
+    pub check_client_time: Option<bool>,
+    /// Allowed client clock skew, minutes.
+    #[arg(long, env = "KMSD_MAX_CLOCK_SKEW_MINUTES")]
+    pub max_clock_skew_minutes: Option<u32>,
+    /// LCID used in generated ePIDs.
+    #[arg(long, env = "KMSD_LCID")]
+    pub lcid: Option<u32>,
+    /// Accept NDR64 transfer syntax.
+    #[arg(long, env = "KMSD_NDR64")]
+    pub ndr64: Option<bool>,
+    /// Acknowledge bind-time feature negotiation.
+    #[arg(long, env = "KMSD_BTFN")]
+    pub btfn: Option<bool>,
+    /// Largest RPC PDU accepted, bytes.
+    #[arg(long, env = "KMSD_MAX_PDU_BYTES")]
+    pub max_pdu_bytes: Option<usize>,
+    /// Time to receive one PDU, ms.
+    #[arg(long, env = "KMSD_READ_TIMEOUT_MS")]
+    pub read_timeout_ms: Option<u64>,
+    /// Idle time allowed between PDUs, ms.
+    #[arg(long, env = "KMSD_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Simultaneous client connections.
+    #[arg(long, env = "KMSD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// fsync every group-commit batch before answering.
+    #[arg(long, env = "KMSD_SYNC_WRITES")]
+    pub sync_writes: Option<bool>,
+    /// sled page cache, MiB.
+    #[arg(long, env = "KMSD_CACHE_MIB")]
+    pub cache_mib: Option<u64>,
+    /// Log format.
+    #[arg(long, env = "KMSD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (e.g. `info`, `kmsd=debug`).
+    #[arg(long, env = "KMSD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),*) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+impl Args {
+    /// Builds the effective configuration: defaults, then the file, then env/flags.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            cfg.listen = self.listen.clone();
+        }
+        if let Some(p) = &self.catalog_file {
+            cfg.catalog_file = Some(p.clone());
+        }
+        overlay!(
+            cfg,
+            self,
+            admin_listen,
+            data_dir,
+            licensed_groups,
+            activation_interval,
+            renewal_interval,
+            check_client_time,
+            max_clock_skew_minutes,
+            lcid,
+            ndr64,
+            btfn,
+            max_pdu_bytes,
+            read_timeout_ms,
+            idle_timeout_ms,
+            max_connections,
+            sync_writes,
+            cache_mib,
+            log_format,
+            log_level
+        );
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.toml");
+        std::fs::write(&f, "renewal_interval = 60\nactivation_interval = 30\n").unwrap();
+        let args = Args::try_parse_from([
+            "kmsd",
+            "--config",
+            f.to_str().unwrap(),
+            "--renewal-interval",
+            "90",
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:2",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.renewal_interval, 90);
+        assert_eq!(c.activation_interval, 30);
+        assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn invalid_override_rejected() {
+        let args = Args::try_parse_from(["kmsd", "--max-pdu-bytes", "10"]).unwrap();
+        assert!(args.resolve().is_err());
+    }
+}

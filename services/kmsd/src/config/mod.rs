@@ -1,0 +1,238 @@
+//! Daemon configuration: defaults, an optional TOML file, `KMSD_*` environment
+//! variables and command-line flags, in rising precedence.
+//!
+//! Every key of the file has a flag and an environment variable (see [`crate::cli`]);
+//! the defaults run a single node with sled in `./data` and no file at all.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Errors in the configuration; the daemon refuses to start with a clear message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Config key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The product catalog extension file is invalid.
+    #[error("product catalog file {path}: {message}")]
+    Catalog {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole daemon configuration (also the TOML file schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses for KMS clients (TCP). Default `[::]:1688` and `0.0.0.0:1688`.
+    pub listen: Vec<SocketAddr>,
+    /// Admin HTTP API address. Default `127.0.0.1:9688`.
+    pub admin_listen: SocketAddr,
+    /// Directory of the sled database. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Product groups this host holds host keys for: `all` or a comma-separated list of
+    /// group names and aliases (`windows`, `windows-client`, `windows-server`, `office`).
+    pub licensed_groups: String,
+    /// Minutes a client waits before retrying a failed activation. Default 120.
+    pub activation_interval: u32,
+    /// Minutes between renewals. Default 10080 (7 days).
+    pub renewal_interval: u32,
+    /// Optional TOML file that extends the compiled-in product catalog.
+    pub catalog_file: Option<PathBuf>,
+    /// Refuse requests whose client clock differs by more than `max_clock_skew_minutes`
+    /// (HRESULT 0xC004F06C), as a Microsoft host can. Default off.
+    pub check_client_time: bool,
+    /// Allowed client clock skew in minutes when `check_client_time` is on. Default 240.
+    pub max_clock_skew_minutes: u32,
+    /// LCID in generated ePIDs. Default 1033 (en-US).
+    pub lcid: u32,
+    /// Accept NDR64 (as Windows Server 2012+ hosts do). Default true.
+    pub ndr64: bool,
+    /// Acknowledge bind-time feature negotiation. Default true.
+    pub btfn: bool,
+    /// Largest RPC PDU accepted, bytes. Default 4096 (KMS PDUs are under 400).
+    pub max_pdu_bytes: usize,
+    /// Time allowed to receive one whole PDU once its first byte arrived, ms. Default 5000.
+    pub read_timeout_ms: u64,
+    /// Time a connection may sit idle between PDUs, ms. Default 30000 (as Windows hosts).
+    pub idle_timeout_ms: u64,
+    /// Simultaneous client connections. Default 4096.
+    pub max_connections: usize,
+    /// fsync each group-commit batch before answering its clients. Default true.
+    pub sync_writes: bool,
+    /// sled page cache, MiB. Default 16.
+    pub cache_mib: u64,
+    /// Log format. Default text.
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax). Default `info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "[::]:1688".parse().expect("literal"),
+                "0.0.0.0:1688".parse().expect("literal"),
+            ],
+            admin_listen: "127.0.0.1:9688".parse().expect("literal"),
+            data_dir: PathBuf::from("./data"),
+            licensed_groups: "all".into(),
+            activation_interval: 120,
+            renewal_interval: 10080,
+            catalog_file: None,
+            check_client_time: false,
+            max_clock_skew_minutes: 240,
+            lcid: 1033,
+            ndr64: true,
+            btfn: true,
+            max_pdu_bytes: 4096,
+            read_timeout_ms: 5000,
+            idle_timeout_ms: 30_000,
+            max_connections: 4096,
+            sync_writes: true,
+            cache_mib: 16,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document over the defaults.
+    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.listen.is_empty() {
+            return invalid("listen", "at least one address is needed");
+        }
+        if self.activation_interval == 0 || self.activation_interval > 999_999 {
+            return invalid("activation_interval", "must be 1..=999999 minutes");
+        }
+        if self.renewal_interval == 0 || self.renewal_interval > 999_999 {
+            return invalid("renewal_interval", "must be 1..=999999 minutes");
+        }
+        if !(72..=65_535).contains(&self.max_pdu_bytes) {
+            return invalid("max_pdu_bytes", "must be 72..=65535");
+        }
+        if self.read_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return invalid("read_timeout_ms", "timeouts must be positive");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be positive");
+        }
+        if self.lcid == 0 || self.lcid > 0xffff {
+            return invalid("lcid", "must be a Windows LCID (1..=65535)");
+        }
+        if self.licensed_groups.trim().is_empty() {
+            return invalid("licensed_groups", "name at least one group, or `all`");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (for `kmsd --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let back = Config::from_toml(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let c = Config::from_toml("renewal_interval = 60\n", Path::new("x")).unwrap();
+        assert_eq!(c.renewal_interval, 60);
+        assert_eq!(c.activation_interval, 120);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::from_toml("renewal_intervall = 60\n", Path::new("k.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("renewal_intervall"), "{msg}");
+        assert!(msg.contains("k.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_rejected() {
+        let c = Config {
+            activation_interval: 0,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "activation_interval",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,138 @@
+//! Builds the admin API documents ([`kms_api`]) from the state, the catalog and the
+//! running configuration.
+
+use crate::service::Service;
+use crate::stats::Counters;
+use kms_api::{ClientInfo, GroupStatus, RequestStats, StatusReport};
+use kms_protocol::LicenseState;
+use kms_state::{ClientFilter, Stats};
+use std::collections::BTreeMap;
+
+fn request_stats(s: Option<&Stats>) -> RequestStats {
+    let Some(s) = s else {
+        return RequestStats {
+            requests_by_license_state: LicenseState::KNOWN
+                .iter()
+                .map(|l| (l.label().to_string(), 0))
+                .collect(),
+            ..RequestStats::default()
+        };
+    };
+    let mut by: BTreeMap<String, u64> = s
+        .by_license_state
+        .known()
+        .iter()
+        .map(|(l, n)| (l.label().to_string(), *n))
+        .collect();
+    if s.by_license_state.other > 0 {
+        by.insert("other".into(), s.by_license_state.other);
+    }
+    RequestStats {
+        total_requests: s.total,
+        failed_requests: s.failed,
+        requests_by_license_state: by,
+    }
+}
+
+/// Inputs of the status document that are not in the state.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// KMS listening addresses.
+    pub listening: Vec<std::net::SocketAddr>,
+    /// DNS publishing enabled.
+    pub dns_publishing: bool,
+}
+
+/// `GET /status` at `now_ms`.
+pub fn status(
+    service: &Service,
+    counters: &Counters,
+    facts: &HostFacts,
+    now_ms: u64,
+) -> StatusReport {
+    let policy = service.policy();
+    let catalog = service.catalog();
+    let groups = service.backend().read(|st| {
+        catalog
+            .count_groups()
+            .into_iter()
+            .map(|cg| {
+                let licensed_products: Vec<String> = catalog
+                    .groups()
+                    .filter(|g| g.count_group == cg.name && policy.licensed.contains(&g.name))
+                    .map(|g| g.name.clone())
+                    .collect();
+                let active = st.active_clients_at(&cg.name, now_ms);
+                GroupStatus {
+                    display: cg.display.clone(),
+                    application_id: cg.application.id(),
+                    epid: st.epid(&cg.name).map(str::to_owned),
+                    current_count: active.min(cg.cap),
+                    active_clients: active,
+                    minimum: cg.minimum,
+                    cap: cg.cap,
+                    licensed_products,
+                    stats: request_stats(st.group_stats(&cg.name)),
+                    name: cg.name,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let stats = service.backend().read(|st| request_stats(Some(st.stats())));
+    let c = counters.snapshot();
+    let connections = serde_json_map(&c);
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        listening: facts.listening.iter().map(|a| a.to_string()).collect(),
+        port: facts.listening.first().map(|a| a.port()).unwrap_or(1688),
+        dns_publishing: facts.dns_publishing,
+        priority: "Normal".into(),
+        activation_interval: policy.activation_interval,
+        renewal_interval: policy.renewal_interval,
+        licensed_groups: policy.licensed.iter().cloned().collect(),
+        stats,
+        groups,
+        connections,
+    }
+}
+
+fn serde_json_map(c: &crate::stats::CounterSnapshot) -> BTreeMap<String, u64> {
+    let v = serde_json::to_value(c).unwrap_or_default();
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /clients` with a filter.
+pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
+    let catalog = service.catalog();
+    let mut out = service.backend().read(|st| {
+        st.clients(filter)
+            .map(|r| ClientInfo {
+                cmid: r.cmid,
+                machine_name: r.machine_name.clone(),
+                count_group: r.count_group.clone(),
+                product_group: r.product_group.clone(),
+                sku_id: r.sku_id,
+                product: catalog.sku(&r.sku_id).map(|s| s.name.clone()),
+                client_vm: r.client_vm,
+                license_state: r.license_state.label().to_string(),
+                grace_minutes: r.grace_minutes,
+                protocol: r.protocol_major,
+                first_seen_ms: r.first_seen_ms,
+                last_seen_ms: r.last_seen_ms,
+                requests: r.requests,
+            })
+            .collect::<Vec<_>>()
+    });
+    out.sort_by(|a, b| {
+        b.last_seen_ms
+            .cmp(&a.last_seen_ms)
+            .then(a.cmid.cmp(&b.cmid))
+    });
+    out
+}

@@ -7,7 +7,7 @@
 
 use crate::service::Service;
 use crate::stats::Counters;
-use kms_protocol::host::{HostConnection, HostOptions, ProtocolIssue, Step};
+use kms_protocol::host::{HostConnection, HostOptions, Pending, ProtocolIssue, Step};
 use kms_protocol::kms::ResponseRandom;
 use kms_protocol::rpc::header::{Header, HEADER_LEN};
 use kms_protocol::rpc::NCA_PROTO_ERROR;
@@ -134,47 +134,37 @@ impl Listener {
     ) {
         let assoc = self.assoc.fetch_add(1, Ordering::Relaxed);
         let mut host = HostConnection::new(self.host.clone(), assoc);
-        let mut buf = vec![0u8; self.limits.max_pdu];
+        let mut reader = FrameReader::new(self.limits.max_pdu);
         loop {
-            // Wait for the first byte of the next PDU (idle timeout), then the rest of
-            // it within the read timeout.
-            let first = tokio::select! {
+            let frame = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = tokio::time::timeout(self.limits.idle_timeout, stream.read(&mut buf[..1])) => r,
+                f = reader.next(&mut stream, &self.limits) => f,
             };
-            match first {
-                Ok(Ok(1)) => {}
-                Ok(Ok(_)) => return,
-                Ok(Err(_)) => return,
-                Err(_) => {
+            let frame_len = match frame {
+                Ok(n) => n,
+                Err(ReadEnd::Closed) => return,
+                Err(ReadEnd::Idle) => {
                     self.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "idle timeout");
                     return;
                 }
-            }
-            let frame_len = match tokio::time::timeout(
-                self.limits.read_timeout,
-                self.read_rest(&mut stream, &mut buf),
-            )
-            .await
-            {
-                Ok(Ok(Ok(n))) => n,
-                Ok(Ok(Err(issue))) => {
-                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%peer, %issue, "closing connection: bad PDU header");
-                    if let ProtocolIssue::Rpc(kms_protocol::RpcError::Version { .. }) = issue {
-                        let _ = stream.write_all(&proto_fault(&buf)).await;
-                    }
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {
+                Err(ReadEnd::Slow) => {
                     self.counters.read_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%peer, "closing connection: PDU not received within read timeout");
                     return;
                 }
+                Err(ReadEnd::BadHeader(issue, call_id)) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, %issue, "closing connection: bad PDU header");
+                    if let ProtocolIssue::Rpc(kms_protocol::RpcError::Version { .. }) = issue {
+                        let _ = stream.write_all(&proto_fault(call_id)).await;
+                    }
+                    return;
+                }
             };
-            let reply = match host.handle(&buf[..frame_len]) {
+            let step = host.handle(reader.frame(frame_len));
+            reader.consume(frame_len);
+            let reply = match step {
                 Step::Send(bytes) => bytes,
                 Step::Fault(bytes, issue) => {
                     self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -191,55 +181,10 @@ impl Listener {
                     tracing::info!(%peer, %issue, "closing connection");
                     return;
                 }
-                Step::Activate(pending) => {
-                    let started = std::time::Instant::now();
-                    let now_ms = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    let random = ResponseRandom {
-                        random: rand::random(),
-                        ivs: rand::random(),
-                    };
-                    match self
-                        .service
-                        .activate(&pending.request, now_ms, random)
-                        .await
-                    {
-                        Ok((answer, o)) => {
-                            let b = &pending.request.base;
-                            tracing::info!(
-                                target: "kmsd::activation",
-                                client = %peer,
-                                machine = %b.machine_name(),
-                                cmid = %b.cmid,
-                                product = %o.product,
-                                product_group = o.product_group.as_deref().unwrap_or("unknown"),
-                                count_group = o.count_group.as_deref().unwrap_or("unknown"),
-                                license_state = LicenseState::from_wire(b.license_status).label(),
-                                minutes_to_expiry = b.grace_time,
-                                client_vm = b.is_client_vm != 0,
-                                protocol = b.major,
-                                required_count = b.required_client_count,
-                                current_count = o.current_count,
-                                result = %format_args!("{:#010x}", o.refused.unwrap_or(0)),
-                                duplicate = o.duplicate,
-                                micros = started.elapsed().as_micros() as u64,
-                                "KMS request"
-                            );
-                            if o.refused.is_some() {
-                                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                self.counters.activated.fetch_add(1, Ordering::Relaxed);
-                            }
-                            pending.reply(&answer)
-                        }
-                        Err(e) => {
-                            tracing::error!(%peer, error = %e, "cannot record request; closing so the client tries another host");
-                            return;
-                        }
-                    }
-                }
+                Step::Activate(pending) => match self.activate(&pending, peer).await {
+                    Some(bytes) => bytes,
+                    None => return,
+                },
             };
             if stream.write_all(&reply).await.is_err() {
                 return;
@@ -247,27 +192,143 @@ impl Listener {
         }
     }
 
-    /// Reads the rest of a PDU whose first byte is in `buf[0]`; returns its length.
-    async fn read_rest(
-        &self,
-        stream: &mut TcpStream,
-        buf: &mut [u8],
-    ) -> std::io::Result<Result<usize, ProtocolIssue>> {
-        stream.read_exact(&mut buf[1..HEADER_LEN]).await?;
-        let h = match Header::parse(&buf[..HEADER_LEN], self.limits.max_pdu) {
-            Ok(h) => h,
-            Err(e) => return Ok(Err(e.into())),
+    /// Decides one activation, logs it like event 12290 and builds the reply; None when
+    /// the request could not be recorded (the connection is then closed so the client
+    /// tries another host).
+    async fn activate(&self, pending: &Pending, peer: SocketAddr) -> Option<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let random = ResponseRandom {
+            random: rand::random(),
+            ivs: rand::random(),
         };
-        let len = h.frag_len as usize;
-        stream.read_exact(&mut buf[HEADER_LEN..len]).await?;
-        Ok(Ok(len))
+        match self
+            .service
+            .activate(&pending.request, now_ms, random)
+            .await
+        {
+            Ok((answer, o)) => {
+                let b = &pending.request.base;
+                tracing::info!(
+                    target: "kmsd::activation",
+                    client = %peer,
+                    machine = %b.machine_name(),
+                    cmid = %b.cmid,
+                    product = %o.product,
+                    product_group = o.product_group.as_deref().unwrap_or("unknown"),
+                    count_group = o.count_group.as_deref().unwrap_or("unknown"),
+                    license_state = LicenseState::from_wire(b.license_status).label(),
+                    minutes_to_expiry = b.grace_time,
+                    client_vm = b.is_client_vm != 0,
+                    protocol = b.major,
+                    required_count = b.required_client_count,
+                    current_count = o.current_count,
+                    result = %format_args!("{:#010x}", o.refused.unwrap_or(0)),
+                    duplicate = o.duplicate,
+                    micros = started.elapsed().as_micros() as u64,
+                    "KMS request"
+                );
+                if o.refused.is_some() {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters.activated.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(pending.reply(&answer))
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "cannot record request; closing so the client tries another host");
+                None
+            }
+        }
+    }
+}
+
+/// Why no frame came out of a [`FrameReader`].
+enum ReadEnd {
+    /// Peer closed or the socket failed.
+    Closed,
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// A started PDU did not complete within the read timeout.
+    Slow,
+    /// The header is invalid (with the call id it carried).
+    BadHeader(ProtocolIssue, u32),
+}
+
+/// Buffers socket reads and cuts whole PDUs out of them, so a PDU usually costs one
+/// read system call. Never holds more than one maximum-size PDU.
+struct FrameReader {
+    buf: Vec<u8>,
+    filled: usize,
+    max_pdu: usize,
+}
+
+impl FrameReader {
+    fn new(max_pdu: usize) -> Self {
+        Self {
+            buf: vec![0; max_pdu.max(HEADER_LEN)],
+            filled: 0,
+            max_pdu,
+        }
+    }
+
+    /// Length of the next complete frame at the start of the buffer, reading as needed.
+    async fn next(&mut self, stream: &mut TcpStream, limits: &Limits) -> Result<usize, ReadEnd> {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if self.filled >= HEADER_LEN {
+                let head = &self.buf[..HEADER_LEN];
+                match Header::parse(head, self.max_pdu) {
+                    Ok(h) if self.filled >= h.frag_len as usize => return Ok(h.frag_len as usize),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let call_id = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+                        return Err(ReadEnd::BadHeader(e.into(), call_id));
+                    }
+                }
+            }
+            let read = stream.read(&mut self.buf[self.filled..]);
+            let n = if self.filled == 0 {
+                match tokio::time::timeout(limits.idle_timeout, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ReadEnd::Idle),
+                }
+            } else {
+                let d = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + limits.read_timeout);
+                match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ReadEnd::Slow),
+                }
+            };
+            match n {
+                Ok(0) | Err(_) => return Err(ReadEnd::Closed),
+                Ok(n) => {
+                    if self.filled == 0 {
+                        deadline = Some(tokio::time::Instant::now() + limits.read_timeout);
+                    }
+                    self.filled += n;
+                }
+            }
+        }
+    }
+
+    fn frame(&self, len: usize) -> &[u8] {
+        &self.buf[..len]
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.buf.copy_within(len..self.filled, 0);
+        self.filled -= len;
     }
 }
 
 /// A fault (nca_proto_error) echoing the call id of a PDU with a bad version.
-fn proto_fault(header: &[u8]) -> Vec<u8> {
+fn proto_fault(call_id: u32) -> Vec<u8> {
     use kms_protocol::rpc::pdu::{Body, Fault, Pdu};
-    let call_id = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
     Pdu {
         flags: 0x23,
         call_id,

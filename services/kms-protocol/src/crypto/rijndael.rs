@@ -1,8 +1,8 @@
 //! Rijndael with a 128-bit block and a 128- or 160-bit key, with an explicit round-key
 //! schedule that callers may alter (V6 XORs three bytes of it).
 //!
-//! Performance is irrelevant here (about twenty blocks per activation), so the S-box is
-//! computed at compile time and the rounds are written plainly.
+//! The S-box and the MixColumns multiplication tables are computed at compile time; the
+//! rounds are written plainly (about seventy blocks per activation on each side).
 
 use super::Block128;
 
@@ -62,6 +62,24 @@ const fn build_inv_sbox(sbox: &[u8; 256]) -> [u8; 256] {
     }
     inv
 }
+
+const fn build_mul(k: u8) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = gf_mul(i as u8, k);
+        i += 1;
+    }
+    t
+}
+
+/// Multiplication tables for (Inv)MixColumns, computed at compile time.
+const MUL2: [u8; 256] = build_mul(2);
+const MUL3: [u8; 256] = build_mul(3);
+const MUL9: [u8; 256] = build_mul(9);
+const MUL11: [u8; 256] = build_mul(11);
+const MUL13: [u8; 256] = build_mul(13);
+const MUL14: [u8; 256] = build_mul(14);
 
 const SBOX: [u8; 256] = build_sbox();
 const INV_SBOX: [u8; 256] = build_inv_sbox(&SBOX);
@@ -177,20 +195,27 @@ fn inv_shift_rows(s: &mut [u8; 16]) {
     }
 }
 
-fn mix_columns(s: &mut [u8; 16], m: [u8; 4]) {
+fn mix_columns(s: &mut [u8; 16]) {
     for c in 0..4 {
-        let col = [s[idx(0, c)], s[idx(1, c)], s[idx(2, c)], s[idx(3, c)]];
-        for r in 0..4 {
-            s[idx(r, c)] = gf_mul(col[0], m[(4 - r) % 4])
-                ^ gf_mul(col[1], m[(5 - r) % 4])
-                ^ gf_mul(col[2], m[(6 - r) % 4])
-                ^ gf_mul(col[3], m[(7 - r) % 4]);
-        }
+        let [a0, a1, a2, a3] =
+            [s[4 * c], s[4 * c + 1], s[4 * c + 2], s[4 * c + 3]].map(usize::from);
+        s[4 * c] = MUL2[a0] ^ MUL3[a1] ^ a2 as u8 ^ a3 as u8;
+        s[4 * c + 1] = a0 as u8 ^ MUL2[a1] ^ MUL3[a2] ^ a3 as u8;
+        s[4 * c + 2] = a0 as u8 ^ a1 as u8 ^ MUL2[a2] ^ MUL3[a3];
+        s[4 * c + 3] = MUL3[a0] ^ a1 as u8 ^ a2 as u8 ^ MUL2[a3];
     }
 }
 
-const MIX: [u8; 4] = [2, 3, 1, 1];
-const INV_MIX: [u8; 4] = [14, 11, 13, 9];
+fn inv_mix_columns(s: &mut [u8; 16]) {
+    for c in 0..4 {
+        let [a0, a1, a2, a3] =
+            [s[4 * c], s[4 * c + 1], s[4 * c + 2], s[4 * c + 3]].map(usize::from);
+        s[4 * c] = MUL14[a0] ^ MUL11[a1] ^ MUL13[a2] ^ MUL9[a3];
+        s[4 * c + 1] = MUL9[a0] ^ MUL14[a1] ^ MUL11[a2] ^ MUL13[a3];
+        s[4 * c + 2] = MUL13[a0] ^ MUL9[a1] ^ MUL14[a2] ^ MUL11[a3];
+        s[4 * c + 3] = MUL11[a0] ^ MUL13[a1] ^ MUL9[a2] ^ MUL14[a3];
+    }
+}
 
 impl Block128 for Rijndael {
     fn encrypt_block(&self, s: &mut [u8; 16]) {
@@ -199,7 +224,7 @@ impl Block128 for Rijndael {
         for round in 1..nr {
             sub_bytes(s, &SBOX);
             shift_rows(s);
-            mix_columns(s, MIX);
+            mix_columns(s);
             add_round_key(s, &self.round_keys[round]);
         }
         sub_bytes(s, &SBOX);
@@ -214,7 +239,7 @@ impl Block128 for Rijndael {
         sub_bytes(s, &INV_SBOX);
         for round in (1..nr).rev() {
             add_round_key(s, &self.round_keys[round]);
-            mix_columns(s, INV_MIX);
+            inv_mix_columns(s);
             inv_shift_rows(s);
             sub_bytes(s, &INV_SBOX);
         }

@@ -1,0 +1,79 @@
+//! Raft replication of the KMS host state ([`kms_state::HostState`]) with openraft 0.9.
+//!
+//! Every node keeps the whole host state in memory and agrees with its peers on one log of
+//! command batches; applying the same log gives every replica the same state because
+//! [`kms_state::HostState::apply`] is deterministic (the time is inside each command).
+//!
+//! This crate declares the openraft type configuration once ([`TypeConfig`]) and the aliases
+//! everything else uses; nothing outside it names openraft's generic types. For now it holds the
+//! storage layer only: networking (tonic) and node wiring come later.
+//!
+//! Module map (one job each):
+//! - `types`: [`ClusterRequest`] / [`ClusterResponse`], the payload of a log entry and its result.
+//! - `store`: [`open_stores`], the layout of the Raft data in one sled database.
+//!   - `store::log`: [`SledLogStore`], the Raft log, vote and committed pointer (durable before
+//!     acknowledged).
+//!   - `store::sm`: [`StateMachine`], the in-memory [`kms_state::HostState`] fed by committed
+//!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
+//!     [`StateHandle`].
+//! - `error`: [`ClusterError`], this crate's typed errors (mapped to openraft's `StorageError` at
+//!   the trait boundary).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod store;
+mod types;
+
+pub use error::ClusterError;
+pub use store::{
+    open_stores, SledLogStore, SledSnapshotBuilder, StateHandle, StateMachine, LOG_TREE, META_TREE,
+    SNAPSHOT_TREE,
+};
+pub use types::{ClusterRequest, ClusterResponse};
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the KMS cluster: u64 node ids, [`openraft::BasicNode`]
+    /// (an address) per node, batches of [`kms_state::Command`] as log payload and JSON snapshots
+    /// held in memory.
+    pub TypeConfig:
+        D = ClusterRequest,
+        R = ClusterResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Identifier of a Raft node (unique within the cluster, never reused).
+pub type NodeId = u64;
+/// What the cluster knows about a node: its address.
+pub type Node = openraft::BasicNode;
+/// A running Raft node of this cluster.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// The log storage handed to [`Raft`].
+pub type LogStore = SledLogStore;
+/// The state machine handed to [`Raft`].
+pub type StateMachineStore = StateMachine;
+/// Position of an entry in the log (term, leader, index).
+pub type LogId = openraft::LogId<NodeId>;
+/// A node's vote (term, candidate, committed flag).
+pub type Vote = openraft::Vote<NodeId>;
+/// One Raft log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// The payload of a [`Entry`].
+pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
+/// A cluster membership configuration.
+pub type Membership = openraft::Membership<NodeId, Node>;
+/// A membership together with the log id that introduced it.
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+/// Which log position and membership a snapshot covers.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+/// A snapshot: meta plus its bytes.
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+/// The bytes of a snapshot (JSON, see `store::sm`).
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// openraft's storage error, as returned across the storage traits.
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,643 @@
+//! [`StateMachine`]: the replicated [`HostState`] and its snapshots.
+//!
+//! Owns applying committed entries (each normal entry is a batch of [`kms_state::Command`]s,
+//! applied in order with [`HostState::apply`]; no clock is read here, the time is inside each
+//! command), the read handle ([`StateHandle`]) the rest of the node uses, and snapshots.
+//!
+//! The state lives in memory only; what is persisted is the current snapshot, in the
+//! `raft_snapshot` tree (`meta`: [`SnapshotMeta`] as JSON, `data`: the snapshot bytes, written
+//! in one atomic batch and fsynced). On open the state machine starts from that snapshot and
+//! openraft re-applies the committed log entries after it. Snapshot data is the JSON of
+//! `{ state, last_applied, last_membership }`: deterministic bytes, because [`HostState`] holds
+//! only ordered collections.
+
+use std::fmt;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use kms_state::HostState;
+use openraft::storage::RaftStateMachine;
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, decode, encode, to_storage_error, SNAPSHOT_TREE};
+use crate::error::ClusterError;
+use crate::{
+    ClusterResponse, Entry, EntryPayload, LogId, Snapshot, SnapshotData, SnapshotMeta,
+    StorageError, StoredMembership, TypeConfig,
+};
+
+const KEY_META: &[u8] = b"meta";
+const KEY_DATA: &[u8] = b"data";
+
+/// Everything the state machine holds; also the content of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct AppliedState {
+    /// The KMS host state built by the applied commands.
+    state: HostState,
+    /// Log id of the last applied entry.
+    last_applied: Option<LogId>,
+    /// The last membership entry applied, with its log id.
+    last_membership: StoredMembership,
+}
+
+impl AppliedState {
+    /// Checks that snapshot data describe the same position as the snapshot's meta.
+    fn check_meta(&self, meta: &SnapshotMeta) -> Result<(), ClusterError> {
+        if self.last_applied != meta.last_log_id {
+            return Err(ClusterError::SnapshotMismatch {
+                field: "last_log_id",
+                meta: format!("{:?}", meta.last_log_id),
+                data: format!("{:?}", self.last_applied),
+            });
+        }
+        if self.last_membership != meta.last_membership {
+            return Err(ClusterError::SnapshotMismatch {
+                field: "last_membership",
+                meta: meta.last_membership.to_string(),
+                data: self.last_membership.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A cheap, cloneable read handle on the replicated state.
+///
+/// It exists so that the KMS listener, the admin API and status views can read the state the
+/// Raft node keeps applying, without going through openraft. Reads see a whole applied batch or
+/// none of it. Do not block inside [`StateHandle::read`]: appliers wait for the lock.
+#[derive(Clone, Default)]
+pub struct StateHandle {
+    inner: Arc<RwLock<AppliedState>>,
+}
+
+impl fmt::Debug for StateHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateHandle")
+            .field("last_applied", &self.last_applied())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateHandle {
+    fn new(applied: AppliedState) -> Self {
+        StateHandle {
+            inner: Arc::new(RwLock::new(applied)),
+        }
+    }
+
+    // `HostState::apply` never panics, so a poisoned lock still holds a consistent state.
+    fn lock_read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_write(&self) -> RwLockWriteGuard<'_, AppliedState> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the current host state (under a read lock) and returns its result.
+    pub fn read<R>(&self, f: impl FnOnce(&HostState) -> R) -> R {
+        f(&self.lock_read().state)
+    }
+
+    /// Log id of the last entry applied to the state.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.lock_read().last_applied
+    }
+
+    /// The last membership the state machine applied.
+    pub fn last_membership(&self) -> StoredMembership {
+        self.lock_read().last_membership.clone()
+    }
+}
+
+/// Which stored snapshot a save may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Installing a snapshot from the leader: it always becomes current.
+    Always,
+    /// A locally built snapshot: skipped if the stored one covers a later log position (an
+    /// install may have overtaken the build).
+    IfNotOlder,
+}
+
+/// The current snapshot in its sled tree. Saves are serialized by a mutex so that the
+/// "is it newer" check and the write are one step.
+#[derive(Clone)]
+struct SnapshotStore {
+    tree: sled::Tree,
+    write: Arc<Mutex<()>>,
+}
+
+impl SnapshotStore {
+    fn load_meta(&self) -> Result<Option<SnapshotMeta>, ClusterError> {
+        match self.tree.get(KEY_META)? {
+            None => Ok(None),
+            Some(v) => decode("snapshot meta", SNAPSHOT_TREE, KEY_META, &v).map(Some),
+        }
+    }
+
+    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, ClusterError> {
+        let meta = self.load_meta()?;
+        let data = self.tree.get(KEY_DATA)?;
+        match (meta, data) {
+            (None, None) => Ok(None),
+            (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
+            (meta, data) => Err(ClusterError::IncompleteSnapshot {
+                meta: meta.is_some(),
+                data: data.is_some(),
+            }),
+        }
+    }
+
+    /// Writes meta and data atomically and fsyncs. Returns whether it was written.
+    fn save(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        replace: Replace,
+    ) -> Result<bool, ClusterError> {
+        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        if replace == Replace::IfNotOlder {
+            if let Some(current) = self.load_meta()? {
+                if current.last_log_id > meta.last_log_id {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_META, encode("snapshot meta", meta)?);
+        batch.insert(KEY_DATA, data);
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        Ok(true)
+    }
+}
+
+/// Decodes snapshot bytes and checks them against their meta.
+fn decode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<AppliedState, ClusterError> {
+    let applied: AppliedState = decode("snapshot data", SNAPSHOT_TREE, KEY_DATA, data)?;
+    applied.check_meta(meta)?;
+    Ok(applied)
+}
+
+/// The Raft state machine of one node: the in-memory [`HostState`] plus the persisted current
+/// snapshot.
+///
+/// Created by [`open_stores`](crate::open_stores); hand it to openraft and keep a
+/// [`StateHandle`] (from [`StateMachine::handle`]) for reads.
+pub struct StateMachine {
+    applied: StateHandle,
+    snapshots: SnapshotStore,
+    /// Counts snapshot builds in this process; a suffix making snapshot ids distinct.
+    builds: u64,
+}
+
+impl fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("applied", &self.applied)
+            .field("builds", &self.builds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine over the snapshot tree, starting from the stored snapshot if
+    /// there is one.
+    pub(crate) fn open(tree: sled::Tree) -> Result<Self, ClusterError> {
+        let snapshots = SnapshotStore {
+            tree,
+            write: Arc::new(Mutex::new(())),
+        };
+        let applied = match snapshots.load()? {
+            None => AppliedState::default(),
+            Some((meta, data)) => decode_snapshot(&meta, &data)?,
+        };
+        Ok(StateMachine {
+            applied: StateHandle::new(applied),
+            snapshots,
+            builds: 0,
+        })
+    }
+
+    /// A read handle sharing this state machine's state.
+    pub fn handle(&self) -> StateHandle {
+        self.applied.clone()
+    }
+
+    /// Runs `f` on the current host state; see [`StateHandle::read`].
+    pub fn read<R>(&self, f: impl FnOnce(&HostState) -> R) -> R {
+        self.applied.read(f)
+    }
+}
+
+/// Builds a snapshot of the state as it is when [`RaftSnapshotBuilder::build_snapshot`] runs,
+/// persists it as the current snapshot and returns it.
+pub struct SledSnapshotBuilder {
+    applied: StateHandle,
+    snapshots: SnapshotStore,
+    seq: u64,
+}
+
+impl fmt::Debug for SledSnapshotBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledSnapshotBuilder")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+fn snapshot_id(last: Option<LogId>, seq: u64) -> String {
+    match last {
+        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+        None => format!("--{seq}"),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SledSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Copy under the read lock (short), serialize and fsync off the async workers.
+        let copy = self.applied.lock_read().clone();
+        let snapshots = self.snapshots.clone();
+        let seq = self.seq;
+        let (meta, data) = blocking(move || {
+            let data = encode("snapshot data", &copy)?;
+            let meta = SnapshotMeta {
+                last_log_id: copy.last_applied,
+                last_membership: copy.last_membership,
+                snapshot_id: snapshot_id(copy.last_applied, seq),
+            };
+            snapshots.save(&meta, &data, Replace::IfNotOlder)?;
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| to_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        tracing::debug!(%meta, bytes = data.len(), "built raft snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SledSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.applied.lock_read();
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ClusterResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter();
+        let mut responses = Vec::with_capacity(entries.size_hint().0);
+        // One write lock for the whole call: readers see all of it or none of it.
+        let mut applied = self.applied.lock_write();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => ClusterResponse::default(),
+                EntryPayload::Normal(request) => ClusterResponse {
+                    results: request
+                        .commands
+                        .iter()
+                        .map(|command| applied.state.apply(command).0)
+                        .collect(),
+                },
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    ClusterResponse::default()
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builds += 1;
+        SledSnapshotBuilder {
+            applied: self.applied.clone(),
+            snapshots: self.snapshots.clone(),
+            seq: self.builds,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let snapshots = self.snapshots.clone();
+        let owned_meta = meta.clone();
+        // Decode and persist first: if either fails the node stops with its old state.
+        let applied = blocking(move || {
+            let applied = decode_snapshot(&owned_meta, &data)?;
+            snapshots.save(&owned_meta, &data, Replace::Always)?;
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| {
+            to_storage_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })?;
+        *self.applied.lock_write() = applied;
+        tracing::info!(%meta, "installed raft snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let snapshots = self.snapshots.clone();
+        let stored = blocking(move || snapshots.load())
+            .await
+            .map_err(|e| to_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeSet;
+
+    use kms_protocol::LicenseState;
+    use kms_state::{Activation, Command, CommandResult, Outcome};
+    use openraft::{CommittedLeaderId, Membership};
+    use uuid::Uuid;
+
+    use crate::ClusterRequest;
+
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn activation(n: u64, group: &str, cmid: u128, time_ms: u64) -> Command {
+        Command::Activation(Activation {
+            request_id: Uuid::from_u128(u128::from(n)),
+            time_ms,
+            count_group: Some(group.to_owned()),
+            product_group: Some("windows-10-11".to_owned()),
+            kms_counted_id: Uuid::from_u128(1),
+            application_id: Uuid::from_u128(2),
+            sku_id: Uuid::from_u128(3),
+            cmid: Uuid::from_u128(cmid),
+            machine_name: format!("pc{cmid}.example.test"),
+            client_vm: cmid.is_multiple_of(2),
+            license_state: LicenseState::InitialGrace,
+            grace_minutes: 43200,
+            required_count: 25,
+            protocol_major: 6,
+            outcome: if n % 7 == 3 {
+                Outcome::Refused {
+                    hresult: 0xC004_F042,
+                }
+            } else {
+                Outcome::Answered
+            },
+        })
+    }
+
+    /// A log of 1 membership entry, a blank, and normal entries with batches of commands
+    /// (several groups, repeated CMIDs, a duplicate request id, ePIDs, a 31-day jump).
+    fn history() -> Vec<Entry> {
+        let mut entries = vec![
+            Entry {
+                log_id: log_id(1, 1),
+                payload: EntryPayload::Membership(Membership::new(
+                    vec![BTreeSet::from([1, 2, 3])],
+                    None,
+                )),
+            },
+            Entry {
+                log_id: log_id(1, 2),
+                payload: EntryPayload::Blank,
+            },
+        ];
+        let mut n = 0;
+        for i in 3..=12u64 {
+            let t0 = 1_700_000_000_000 + i * DAY_MS * if i > 9 { 10 } else { 1 };
+            let mut commands = Vec::new();
+            for j in 0..(i % 4 + 1) {
+                n += 1;
+                let group = if j % 2 == 0 { "windows" } else { "office" };
+                commands.push(activation(n, group, u128::from(n % 9), t0 + j));
+            }
+            if i == 5 {
+                commands.push(Command::SetEpid {
+                    count_group: "windows".into(),
+                    epid: "06401-00206-551-123456-03-1033-17763.0000-1002024".into(),
+                    time_ms: t0,
+                });
+                // Re-proposal of an already applied request.
+                commands.push(commands[0].clone());
+            }
+            entries.push(Entry {
+                log_id: log_id(2, i),
+                payload: EntryPayload::Normal(ClusterRequest::new(commands)),
+            });
+        }
+        entries
+    }
+
+    fn open_sm() -> (tempfile::TempDir, sled::Db, StateMachine) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
+        (dir, db, sm)
+    }
+
+    fn state_of(sm: &StateMachine) -> HostState {
+        sm.read(HostState::clone)
+    }
+
+    #[tokio::test]
+    async fn same_batches_give_equal_states() {
+        let (_d1, _db1, mut a) = open_sm();
+        let (_d2, _db2, mut b) = open_sm();
+        let entries = history();
+        let ra = a.apply(entries.clone()).await.unwrap();
+        // The other replica gets the same log in different chunks.
+        let mut rb = Vec::new();
+        for chunk in entries.chunks(3) {
+            rb.extend(b.apply(chunk.to_vec()).await.unwrap());
+        }
+        assert_eq!(ra, rb);
+        assert_eq!(ra.len(), entries.len());
+        assert_eq!(state_of(&a), state_of(&b));
+        assert_eq!(
+            a.applied_state().await.unwrap(),
+            b.applied_state().await.unwrap()
+        );
+        assert_ne!(state_of(&a), HostState::default());
+
+        // Responses: one per entry, one result per command, in order.
+        assert!(ra[0].results.is_empty() && ra[1].results.is_empty());
+        for (entry, response) in entries.iter().zip(&ra) {
+            if let EntryPayload::Normal(req) = &entry.payload {
+                assert_eq!(req.commands.len(), response.results.len());
+            }
+        }
+        let epid_entry = &ra[4].results;
+        assert!(matches!(
+            epid_entry[epid_entry.len() - 2],
+            CommandResult::Epid(_)
+        ));
+        assert!(matches!(
+            epid_entry.last(),
+            Some(CommandResult::Activation(r)) if r.duplicate
+        ));
+
+        // Same history, same snapshot bytes.
+        let sa = a
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let sb = b
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(sa.snapshot.get_ref(), sb.snapshot.get_ref());
+        assert_eq!(sa.meta.last_log_id, Some(log_id(2, 12)));
+        assert_eq!(sa.meta.last_membership.log_id(), &Some(log_id(1, 1)));
+    }
+
+    #[tokio::test]
+    async fn snapshot_installs_into_fresh_state_machine() {
+        let (_d1, _db1, mut leader) = open_sm();
+        let (_d2, _db2, mut follower) = open_sm();
+        let entries = history();
+        leader.apply(entries[..8].to_vec()).await.unwrap();
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // The leader keeps applying after the snapshot; the follower must get the snapshot's
+        // state, not the leader's current one.
+        let at_snapshot = state_of(&leader);
+        leader.apply(entries[8..].to_vec()).await.unwrap();
+
+        let mut received = follower.begin_receiving_snapshot().await.unwrap();
+        received
+            .get_mut()
+            .extend_from_slice(snap.snapshot.get_ref());
+        follower
+            .install_snapshot(&snap.meta, received)
+            .await
+            .unwrap();
+
+        assert_eq!(state_of(&follower), at_snapshot);
+        assert_eq!(follower.handle().last_applied(), Some(log_id(2, 8)));
+        assert_eq!(
+            follower.handle().last_membership().log_id(),
+            &Some(log_id(1, 1))
+        );
+        let current = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+
+        // Catching up from the snapshot reaches the leader's state.
+        follower.apply(entries[8..].to_vec()).await.unwrap();
+        assert_eq!(state_of(&follower), state_of(&leader));
+    }
+
+    #[tokio::test]
+    async fn reopen_starts_from_stored_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = history();
+        let (state, meta) = {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let mut sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
+            sm.apply(entries[..6].to_vec()).await.unwrap();
+            let snap = sm
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            let state = state_of(&sm);
+            // Applied after the snapshot: not persisted, comes back through log replay.
+            sm.apply(entries[6..].to_vec()).await.unwrap();
+            (state, snap.meta)
+        };
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
+        assert_eq!(state_of(&sm), state);
+        assert_eq!(
+            sm.applied_state().await.unwrap(),
+            (meta.last_log_id, meta.last_membership.clone())
+        );
+        assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, meta);
+    }
+
+    #[tokio::test]
+    async fn older_build_does_not_replace_newer_snapshot() {
+        let (_d, _db, mut sm) = open_sm();
+        let entries = history();
+        sm.apply(entries[..4].to_vec()).await.unwrap();
+        // A build that copied the state early but persists after a later snapshot was saved
+        // (e.g. one installed from the leader meanwhile).
+        let mut early = SledSnapshotBuilder {
+            applied: StateHandle::new(sm.applied.lock_read().clone()),
+            snapshots: sm.snapshots.clone(),
+            seq: 99,
+        };
+        sm.apply(entries[4..].to_vec()).await.unwrap();
+        let newer = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let older = early.build_snapshot().await.unwrap();
+        assert!(older.meta.last_log_id < newer.meta.last_log_id);
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, newer.meta);
+    }
+
+    #[tokio::test]
+    async fn mismatched_snapshot_is_rejected() {
+        let (_d1, _db1, mut leader) = open_sm();
+        let (_d2, _db2, mut follower) = open_sm();
+        leader.apply(history()[..5].to_vec()).await.unwrap();
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut meta = snap.meta.clone();
+        meta.last_log_id = Some(log_id(2, 99));
+        let err = follower
+            .install_snapshot(&meta, snap.snapshot)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("last_log_id"), "{err}");
+        assert_eq!(follower.handle().last_applied(), None);
+        assert!(follower.get_current_snapshot().await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,105 @@
+//! openraft's storage conformance suite against the sled log store and state machine.
+//!
+//! Every case gets a fresh sled database in its own temporary directory (the guard `G` of the
+//! suite's builder keeps the directory until the case ends). `test_all` runs the upstream list
+//! as a whole, so cases added by a later openraft release are covered too; the per-case tests
+//! below name each case so a failure points at it directly.
+//!
+//! The suite starts its own tokio runtime per case, so these are plain `#[test]`s.
+
+use kms_cluster::{open_stores, SledLogStore, StateMachine, StorageError, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+use tempfile::TempDir;
+
+/// Builds a log store and state machine over a new sled database in a temporary directory.
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, SledLogStore, StateMachine, TempDir> for SledBuilder {
+    async fn build(&self) -> Result<(TempDir, SledLogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(4 * 1024 * 1024)
+            .open()
+            .expect("open sled");
+        let (log, sm) = open_stores(&db).expect("open raft stores");
+        Ok((dir, log, sm))
+    }
+}
+
+type SledSuite = Suite<TypeConfig, SledLogStore, StateMachine, SledBuilder, TempDir>;
+
+#[test]
+fn suite_test_all() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("storage suite failed: {e}");
+    }
+}
+
+/// Runs one case on a fresh runtime (as the suite does) and fails the test on its error.
+fn run(case: impl std::future::Future<Output = Result<(), StorageError>>) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if let Err(e) = runtime.block_on(case) {
+        panic!("storage suite case failed: {e}");
+    }
+}
+
+macro_rules! suite_cases {
+    ($($case:ident),* $(,)?) => {
+        mod case {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    run(async {
+                        let (_dir, log, sm) = SledBuilder.build().await?;
+                        SledSuite::$case(log, sm).await
+                    })
+                }
+            )*
+
+            #[test]
+            fn transfer_snapshot() {
+                run(SledSuite::transfer_snapshot(&SledBuilder))
+            }
+        }
+    };
+}
+
+// The list of `Suite::test_store` in openraft 0.9.25 (transfer_snapshot is added by the macro).
+suite_cases!(
+    last_membership_in_log_initial,
+    last_membership_in_log,
+    last_membership_in_log_multi_step,
+    get_membership_initial,
+    get_membership_from_log_and_empty_sm,
+    get_membership_from_empty_log_and_sm,
+    get_membership_from_log_le_sm_last_applied,
+    get_membership_from_log_gt_sm_last_applied_1,
+    get_membership_from_log_gt_sm_last_applied_2,
+    get_initial_state_without_init,
+    get_initial_state_membership_from_log_and_sm,
+    get_initial_state_with_state,
+    get_initial_state_last_log_gt_sm,
+    get_initial_state_last_log_lt_sm,
+    get_initial_state_log_ids,
+    get_initial_state_re_apply_committed,
+    save_vote,
+    get_log_entries,
+    limited_get_log_entries,
+    try_get_log_entry,
+    initial_logs,
+    get_log_state,
+    get_log_id,
+    last_id_in_log,
+    last_applied_state,
+    purge_logs_upto_0,
+    purge_logs_upto_5,
+    purge_logs_upto_20,
+    delete_logs_since_11,
+    delete_logs_since_0,
+    append_to_log,
+    snapshot_meta,
+    apply_single,
+    apply_multiple,
+);

@@ -48,7 +48,12 @@ pub fn kmsctl_bin() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A free TCP port on a loopback address such as `127.0.0.2`.
+pub fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .expect("bind ephemeral")
         .local_addr()
         .expect("addr")
@@ -73,13 +78,30 @@ impl Kmsd {
     /// Starts kmsd with `data_dir` and extra flags on fresh loopback ports, and waits
     /// until `/readyz` answers 200.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Kmsd {
-        let kms: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin_port = free_port();
+        let cluster = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<&str> = vec!["--cluster-listen", &cluster];
+        args.extend_from_slice(extra);
+        Self::start_on("127.0.0.1", data_dir, &args)
+    }
+
+    /// Starts kmsd with its KMS and admin listeners on loopback address `ip` (e.g.
+    /// `127.0.0.2`); cluster flags come in `extra`.
+    pub fn start_on(ip: &str, data_dir: &Path, extra: &[&str]) -> Kmsd {
+        let mut k = Self::launch_on(ip, data_dir, extra);
+        k.wait_ready();
+        k
+    }
+
+    /// Like [`Kmsd::start_on`] without waiting for readiness (cluster members become
+    /// ready only once a quorum is up).
+    pub fn launch_on(ip: &str, data_dir: &Path, extra: &[&str]) -> Kmsd {
+        let kms: SocketAddr = format!("{ip}:{}", free_port_on(ip)).parse().expect("addr");
+        let admin_port = free_port_on(ip);
         let mut args = vec![
             "--listen".to_string(),
             kms.to_string(),
             "--admin-listen".to_string(),
-            format!("127.0.0.1:{admin_port}"),
+            format!("{ip}:{admin_port}"),
             "--data-dir".to_string(),
             data_dir.display().to_string(),
         ];
@@ -87,16 +109,20 @@ impl Kmsd {
         let mut k = Kmsd {
             child: None,
             kms,
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            admin: format!("http://{ip}:{admin_port}"),
             data_dir: data_dir.to_path_buf(),
             log: data_dir.with_extension("log"),
             args,
         };
-        k.spawn();
+        k.spawn_inner(false);
         k
     }
 
     fn spawn(&mut self) {
+        self.spawn_inner(true);
+    }
+
+    fn spawn_inner(&mut self, wait_ready: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -109,7 +135,15 @@ impl Kmsd {
             .spawn()
             .expect("spawn kmsd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        if !wait_ready {
+            return;
+        }
+        self.wait_ready();
+    }
+
+    /// Waits until `/readyz` answers 200 (listeners bound and a Raft leader known).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = http_get(&format!("{}/readyz", self.admin)) {
                 return;
@@ -153,6 +187,14 @@ impl Kmsd {
         self.spawn();
     }
 
+    /// `GET /status`, or None when the node does not answer.
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        match http_get(&format!("{}/status", self.admin)) {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -172,11 +214,26 @@ impl Kmsd {
         serde_json::from_str(&body).expect("status json")
     }
 
+    /// Kills the process (SIGKILL), no shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again after [`Kmsd::stop`] or [`Kmsd::kill`] (same flags and
+    /// ports) without waiting for readiness.
+    pub fn spawn_again(&mut self) {
+        self.spawn_inner(false);
+    }
+
     /// Runs `kmsctl activate` against this host with extra flags; returns the JSON line and
     /// the exit code.
     pub fn activate(&self, extra: &[&str]) -> (serde_json::Value, i32) {
         let port = self.kms.port().to_string();
-        let mut args = vec!["activate", "--host", "127.0.0.1", "--port", &port, "--json"];
+        let host = self.kms.ip().to_string();
+        let mut args = vec!["activate", "--host", &host, "--port", &port, "--json"];
         args.extend_from_slice(extra);
         let out = kmsctl(&args);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -3,8 +3,10 @@
 //! - [`vectors`]: loads the captured KMS exchanges under `tests/fixtures/kms-vectors`
 //!   (real vlmcs ↔ vlmcsd traffic) as typed frames plus the decoded fields the capture
 //!   tool recorded.
+//! - [`cluster`]: a local multi-process Raft cluster on 127.0.0.x addresses.
 //! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
 //!   real `kmsctl` binary against them.
 
+pub mod cluster;
 pub mod harness;
 pub mod vectors;

@@ -74,6 +74,37 @@ pub struct StatusReport {
     pub groups: Vec<GroupStatus>,
     /// Process-local listener counters.
     pub connections: BTreeMap<String, u64>,
+    /// This node's view of the Raft cluster.
+    pub raft: RaftView,
+}
+
+/// One node's view of the Raft cluster (`status.raft`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// This node's id.
+    pub node_id: u64,
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// Leader id, if known.
+    pub leader: Option<u64>,
+    /// Last log index on this node.
+    pub last_log_index: Option<u64>,
+    /// Highest index known committed (leader: replicated on a quorum; others: applied).
+    pub commit_index: Option<u64>,
+    /// Highest index applied to this node's state.
+    pub applied_index: Option<u64>,
+    /// Index covered by the latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Voting members: id → cluster address.
+    pub voters: BTreeMap<u64, String>,
+    /// Non-voting learners: id → cluster address.
+    pub learners: BTreeMap<u64, String>,
+    /// Leader only: highest index each member has matched.
+    pub replication: BTreeMap<u64, Option<u64>>,
+    /// Leader only: ms since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
 }
 
 /// One client machine in the inventory (`GET /clients`).
@@ -125,6 +156,7 @@ mod tests {
             stats: RequestStats::default(),
             groups: vec![],
             connections: BTreeMap::new(),
+            raft: RaftView::default(),
         };
         let v = serde_json::to_value(&r).unwrap();
         assert!(v.get("total_requests").is_some());

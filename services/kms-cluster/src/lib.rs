@@ -23,6 +23,10 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod grpc;
+pub mod network;
+pub mod node;
+pub mod pb;
 mod store;
 mod types;
 

@@ -168,6 +168,10 @@ struct BenchArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Client threads. One keeps the measuring instrument from competing with the host
+    /// for cores when both run on one machine.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn now_ms() -> u64 {
@@ -462,10 +466,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let threads = match &cli.cmd {
+        Cmd::Bench(b) => b.threads.max(1),
+        _ => 1,
+    };
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -45,6 +45,41 @@ pub fn status(r: &StatusReport) -> String {
     }
     s.push_str("Key Management Service cumulative requests received from clients (all products)\n");
     s.push_str(&stats_block(&r.stats, "    "));
+    s.push('\n');
+    s.push_str(&raft_block(&r.raft));
+    s
+}
+
+/// The Raft view of one node.
+pub fn raft_block(v: &kms_api::RaftView) -> String {
+    let opt = |x: Option<u64>| x.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "Cluster (as node {} sees it)\n    Role: {}\n    Term: {}\n    Leader: {}\n    Last log / commit / applied index: {} / {} / {}\n    Snapshot index: {}\n",
+        v.node_id,
+        v.role,
+        v.term,
+        opt(v.leader),
+        opt(v.last_log_index),
+        opt(v.commit_index),
+        opt(v.applied_index),
+        opt(v.snapshot_index),
+    );
+    for (id, addr) in &v.voters {
+        let m = v
+            .replication
+            .get(id)
+            .map(|m| format!(" matched {}", opt(*m)))
+            .unwrap_or_default();
+        s.push_str(&format!("    Voter {id} at {addr}{m}\n"));
+    }
+    for (id, addr) in &v.learners {
+        let m = v
+            .replication
+            .get(id)
+            .map(|m| format!(" matched {}", opt(*m)))
+            .unwrap_or_default();
+        s.push_str(&format!("    Learner {id} at {addr}{m}\n"));
+    }
     s
 }
 
@@ -168,6 +203,7 @@ mod tests {
                 stats,
             }],
             connections: Default::default(),
+            raft: Default::default(),
         };
         let text = status(&r);
         for line in [

@@ -38,7 +38,8 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
+    // Ready means "can answer activations": listeners bound and a leader known.
+    if s.ready.load(Ordering::Relaxed) && s.service.backend().node().has_leader() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -61,9 +61,30 @@ pub struct Args {
     /// Simultaneous client connections.
     #[arg(long, env = "KMSD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// fsync every group-commit batch before answering.
-    #[arg(long, env = "KMSD_SYNC_WRITES")]
-    pub sync_writes: Option<bool>,
+    /// This node's stable cluster id.
+    #[arg(long, env = "KMSD_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster gRPC address (Raft, forwarding, membership).
+    #[arg(long, env = "KMSD_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// Address peers use to reach this node.
+    #[arg(long, env = "KMSD_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// Static peers `ID=HOST:PORT,...` including this node.
+    #[arg(long, env = "KMSD_PEERS")]
+    pub peers: Option<String>,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "KMSD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout (lower bound), ms.
+    #[arg(long, env = "KMSD_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Snapshot after this many log entries.
+    #[arg(long, env = "KMSD_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Time a request may wait for the cluster to commit it, ms.
+    #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
+    pub commit_timeout_ms: Option<u64>,
     /// sled page cache, MiB.
     #[arg(long, env = "KMSD_CACHE_MIB")]
     pub cache_mib: Option<u64>,
@@ -94,6 +115,9 @@ impl Args {
         if !self.listen.is_empty() {
             cfg.listen = self.listen.clone();
         }
+        if let Some(a) = &self.cluster_advertise {
+            cfg.cluster_advertise = Some(a.clone());
+        }
         if let Some(p) = &self.catalog_file {
             cfg.catalog_file = Some(p.clone());
         }
@@ -114,7 +138,13 @@ impl Args {
             read_timeout_ms,
             idle_timeout_ms,
             max_connections,
-            sync_writes,
+            node_id,
+            cluster_listen,
+            peers,
+            heartbeat_ms,
+            election_timeout_ms,
+            snapshot_every,
+            commit_timeout_ms,
             cache_mib,
             log_format,
             log_level

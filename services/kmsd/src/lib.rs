@@ -3,7 +3,7 @@
 //! Module map:
 //! - [`config`]: the configuration schema, file loading and validation.
 //! - [`cli`]: flags and `KMSD_*` environment variables layered over the file.
-//! - [`backend`]: the local state (sled) behind a group-committing writer thread.
+//! - [`backend`]: the replicated state: a Raft cluster member (one member when single).
 //! - [`service`]: the activation policy (licensed groups, checks, ePID, answer).
 //! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
 //! - [`admin`]: the admin HTTP API; [`report`] builds its documents.
@@ -23,13 +23,13 @@ pub mod service;
 pub mod stats;
 pub mod telemetry;
 
-use crate::backend::LocalBackend;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::listener::{Limits, Listener};
 use crate::service::{Policy, Service};
+use kms_cluster::node::{ClusterNode, NodeConfig};
 use kms_protocol::host::HostOptions;
 use kms_protocol::products::Catalog;
-use kms_state::{StateConfig, StoreOptions};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -44,14 +44,17 @@ pub enum DaemonError {
     /// Invalid configuration.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The state store could not be opened.
-    #[error("cannot open state in {dir}: {source}")]
-    State {
+    /// The cluster node (state, Raft, gRPC) could not start.
+    #[error("cannot start the cluster node (data in {dir}): {source}")]
+    Cluster {
         /// Data directory.
         dir: std::path::PathBuf,
         /// Cause.
-        source: kms_state::StateError,
+        source: kms_cluster::node::StartError,
     },
+    /// Raft stopped with a fatal error while running.
+    #[error("raft stopped: {0}")]
+    Fatal(String),
     /// The data directory could not be created.
     #[error("cannot create data directory {dir}: {source}")]
     DataDir {
@@ -123,6 +126,8 @@ pub struct Bound {
     pub kms: Vec<SocketAddr>,
     /// Admin API.
     pub admin: SocketAddr,
+    /// Cluster gRPC.
+    pub cluster: SocketAddr,
 }
 
 /// Runs the daemon until `shutdown` resolves. `on_bound` is told the bound addresses.
@@ -138,20 +143,24 @@ pub async fn run(
         dir: cfg.data_dir.clone(),
         source,
     })?;
-    let backend = Arc::new(
-        LocalBackend::open(
-            &cfg.data_dir,
-            StoreOptions {
-                cache_capacity: cfg.cache_mib * 1024 * 1024,
-                state_config: StateConfig::default(),
-            },
-            cfg.sync_writes,
-        )
-        .map_err(|source| DaemonError::State {
+    let mut node_cfg = NodeConfig::new(cfg.node_id, cfg.cluster_listen, cfg.data_dir.clone());
+    node_cfg.advertise = cfg
+        .cluster_advertise
+        .clone()
+        .unwrap_or_else(|| cfg.cluster_listen.to_string());
+    node_cfg.peers = cfg.peer_map()?;
+    node_cfg.cache_bytes = cfg.cache_mib * 1024 * 1024;
+    node_cfg.heartbeat_ms = cfg.heartbeat_ms;
+    node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
+    node_cfg.snapshot_every = cfg.snapshot_every;
+    node_cfg.commit_timeout = Duration::from_millis(cfg.commit_timeout_ms);
+    let node = ClusterNode::start(node_cfg)
+        .await
+        .map_err(|source| DaemonError::Cluster {
             dir: cfg.data_dir.clone(),
             source,
-        })?,
-    );
+        })?;
+    let backend = Backend::new(node.clone());
     let service = Arc::new(Service::new(catalog, policy, backend.clone()));
     let counters = Arc::new(stats::Counters::default());
 
@@ -233,11 +242,18 @@ pub async fn run(
     let bound = Bound {
         kms: kms_addrs.clone(),
         admin: admin_addr,
+        cluster: node.grpc_addr(),
     };
     tracing::info!(kms = ?bound.kms, admin = %bound.admin, data_dir = %cfg.data_dir.display(), licensed = ?service.policy().licensed, "kmsd ready");
     on_bound(&bound);
 
-    shutdown.await;
+    let fatal = tokio::select! {
+        _ = shutdown => None,
+        e = node.fatal() => Some(e),
+    };
+    if let Some(e) = &fatal {
+        tracing::error!(error = %e, "raft stopped with a fatal error; shutting down");
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
@@ -247,8 +263,10 @@ pub async fn run(
     let _ = admin_task.await;
     // Give in-flight activations a moment to be answered before the final flush.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let b = backend.clone();
-    let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    node.shutdown().await;
     tracing::info!("state flushed; bye");
-    Ok(())
+    match fatal {
+        Some(e) => Err(DaemonError::Fatal(e)),
+        None => Ok(()),
+    }
 }

@@ -81,7 +81,9 @@ pub fn status(
     let stats = service.backend().read(|st| request_stats(Some(st.stats())));
     let c = counters.snapshot();
     let connections = serde_json_map(&c);
+    let raft = service.backend().node().view();
     StatusReport {
+        raft,
         version: env!("CARGO_PKG_VERSION").to_string(),
         listening: facts.listening.iter().map(|a| a.to_string()).collect(),
         port: facts.listening.first().map(|a| a.port()).unwrap_or(1688),

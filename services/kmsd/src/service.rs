@@ -5,7 +5,7 @@
 //! (operator policy) → application id consistent → required count sane → optional client
 //! clock check. Refusals still become commands so the statistics count them as failed.
 
-use crate::backend::{BackendError, LocalBackend};
+use crate::backend::{Backend, BackendError};
 use kms_protocol::epid::{date_from_unix_ms, Epid, EpidChoice};
 use kms_protocol::host::{
     Answer, HRESULT_INVALID_DATA, HRESULT_TIME_SKEW, HRESULT_UNSUPPORTED_PRODUCT,
@@ -69,7 +69,7 @@ pub enum ServiceError {
 pub struct Service {
     catalog: Arc<Catalog>,
     policy: RwLock<Arc<Policy>>,
-    backend: Arc<LocalBackend>,
+    backend: Backend,
     epids: RwLock<HashMap<String, String>>,
 }
 
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Builds the service.
-    pub fn new(catalog: Arc<Catalog>, policy: Policy, backend: Arc<LocalBackend>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, policy: Policy, backend: Backend) -> Self {
         Self {
             catalog,
             policy: RwLock::new(Arc::new(policy)),
@@ -101,7 +101,7 @@ impl Service {
     }
 
     /// The state backend.
-    pub fn backend(&self) -> &Arc<LocalBackend> {
+    pub fn backend(&self) -> &Backend {
         &self.backend
     }
 

@@ -94,8 +94,23 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Simultaneous client connections. Default 4096.
     pub max_connections: usize,
-    /// fsync each group-commit batch before answering its clients. Default true.
-    pub sync_writes: bool,
+    /// This node's stable id in the cluster. Default 1.
+    pub node_id: u64,
+    /// Address of the cluster gRPC server (Raft and forwarding). Default `127.0.0.1:9689`.
+    pub cluster_listen: SocketAddr,
+    /// Address peers use to reach this node; default: `cluster_listen`.
+    pub cluster_advertise: Option<String>,
+    /// Static peer list `ID=HOST:PORT,...` including this node; empty: single node.
+    pub peers: String,
+    /// Raft heartbeat interval, ms. Default 100.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound, ms (upper bound is twice it). Default 400.
+    pub election_timeout_ms: u64,
+    /// Build a snapshot (and compact the log) after this many log entries. Default 2000.
+    pub snapshot_every: u64,
+    /// How long a request may wait for the cluster to commit it before the connection
+    /// is closed (the client then tries another host), ms. Default 5000.
+    pub commit_timeout_ms: u64,
     /// sled page cache, MiB. Default 16.
     pub cache_mib: u64,
     /// Log format. Default text.
@@ -126,7 +141,14 @@ impl Default for Config {
             read_timeout_ms: 5000,
             idle_timeout_ms: 30_000,
             max_connections: 4096,
-            sync_writes: true,
+            node_id: 1,
+            cluster_listen: "127.0.0.1:9689".parse().expect("literal"),
+            cluster_advertise: None,
+            peers: String::new(),
+            heartbeat_ms: 100,
+            election_timeout_ms: 400,
+            snapshot_every: 2000,
+            commit_timeout_ms: 5000,
             cache_mib: 16,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -181,10 +203,59 @@ impl Config {
         if self.lcid == 0 || self.lcid > 0xffff {
             return invalid("lcid", "must be a Windows LCID (1..=65535)");
         }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
+            return invalid(
+                "election_timeout_ms",
+                "must be larger than heartbeat_ms (and both positive)",
+            );
+        }
+        if self.snapshot_every == 0 || self.commit_timeout_ms == 0 {
+            return invalid(
+                "snapshot_every",
+                "snapshot_every and commit_timeout_ms must be positive",
+            );
+        }
+        let peers = self.peer_map()?;
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+            return invalid("peers", "must include this node's own id (node_id)");
+        }
         if self.licensed_groups.trim().is_empty() {
             return invalid("licensed_groups", "name at least one group, or `all`");
         }
         Ok(())
+    }
+
+    /// Parses `peers` (`1=host:port,2=host:port`).
+    pub fn peer_map(&self) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self
+            .peers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let bad = || ConfigError::Invalid {
+                key: "peers",
+                message: format!("{item:?} is not ID=HOST:PORT"),
+            };
+            let (id, addr) = item.split_once('=').ok_or_else(bad)?;
+            let id: u64 = id.trim().parse().map_err(|_| bad())?;
+            let addr = addr.trim();
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(bad());
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "peers",
+                    message: format!("node id {id} listed twice"),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The effective configuration as TOML (for `kmsd --print-config`).

@@ -1,0 +1,245 @@
+//! [`ClusterClient`]: the typed client of the `Cluster` gRPC service, used by nodes to forward
+//! command batches to the leader and by `kmsctl` for status and membership changes.
+//!
+//! Owns the client-side decoding of the service's replies into [`ForwardOutcome`] and the
+//! typed error [`NetError`]; the server side is [`crate::grpc`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kms_state::{Command, CommandResult};
+use tonic::transport::Channel;
+
+use super::{lazy_channel, MAX_MESSAGE_SIZE};
+use crate::pb::cluster_client::ClusterClient as PbClusterClient;
+use crate::pb::{Ack, AddLearnerRequest, ForwardRequest, MembersRequest, StatusRequest};
+use crate::NodeId;
+
+/// Deadline of one call made by a client from [`ClusterClient::connect`]: generous, because
+/// `add_learner` waits until the learner caught up and a forward waits for the commit.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to another node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The address given to [`ClusterClient::connect`] is not a usable URI.
+    #[error("invalid node address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The node could not be reached (connection refused, connect timeout, connection lost).
+    #[error("node unreachable: {0}")]
+    Transport(String),
+    /// The node answered with a gRPC error status (bad request, deadline, internal error).
+    #[error("gRPC status {code:?}: {message}")]
+    Status {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// The node handled the call but its Raft refused it (e.g. already initialized, raft
+    /// shut down); the message is the Raft error's text.
+    #[error("remote error: {0}")]
+    Remote(String),
+    /// A membership call reached a node that is not the leader.
+    #[error("not the leader (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        /// The leader the node knows of, if any.
+        leader_id: Option<NodeId>,
+        /// That leader's address, if known.
+        leader_addr: Option<String>,
+    },
+    /// A JSON payload of the reply could not be decoded.
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The request could not be JSON-encoded.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+impl From<tonic::Status> for NetError {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable => NetError::Transport(status.message().to_string()),
+            code => NetError::Status {
+                code,
+                message: status.message().to_string(),
+            },
+        }
+    }
+}
+
+/// What became of a forwarded command batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// The node was the leader and the batch is committed and applied: one result per command.
+    Applied(Vec<CommandResult>),
+    /// The node is not the leader; retry at the leader when one is known.
+    NotLeader {
+        /// The leader the node knows of, if any (none during an election).
+        leader_id: Option<NodeId>,
+        /// That leader's address (`host:port`), if known.
+        leader_addr: Option<String>,
+    },
+}
+
+/// A client of one node's `Cluster` service. Cheap to clone; connects lazily on first use and
+/// reconnects after failures.
+#[derive(Debug, Clone)]
+pub struct ClusterClient {
+    addr: String,
+    client: Result<PbClusterClient<Channel>, String>,
+}
+
+impl ClusterClient {
+    /// A client for the node at `addr` (`host:port`, or a full `http://` URI), with a
+    /// [`DEFAULT_REQUEST_TIMEOUT`] per call. Does not connect; an invalid address surfaces as
+    /// [`NetError::InvalidAddress`] on the first call.
+    pub fn connect(addr: &str) -> ClusterClient {
+        ClusterClient::connect_with_timeout(addr, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Like [`ClusterClient::connect`] with another per-call deadline.
+    pub fn connect_with_timeout(addr: &str, request_timeout: Duration) -> ClusterClient {
+        let client = lazy_channel(addr, Some(request_timeout))
+            .map(|channel| {
+                PbClusterClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            })
+            .map_err(|e| e.to_string());
+        ClusterClient {
+            addr: addr.to_string(),
+            client,
+        }
+    }
+
+    /// The address this client talks to, as given to [`ClusterClient::connect`].
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn client(&self) -> Result<PbClusterClient<Channel>, NetError> {
+        self.client
+            .clone()
+            .map_err(|reason| NetError::InvalidAddress {
+                addr: self.addr.clone(),
+                reason,
+            })
+    }
+
+    /// Proposes `cmds` as one batch through this node. Applied when the node is the leader,
+    /// otherwise [`ForwardOutcome::NotLeader`] with the leader hint. A Raft failure on the
+    /// leader (e.g. shutting down) is [`NetError::Remote`].
+    pub async fn forward(&self, cmds: &[Command]) -> Result<ForwardOutcome, NetError> {
+        let commands_json = serde_json::to_vec(cmds).map_err(|source| NetError::Encode {
+            what: "commands",
+            source,
+        })?;
+        let reply = self
+            .client()?
+            .forward(ForwardRequest { commands_json })
+            .await?
+            .into_inner();
+        if !reply.error.is_empty() {
+            return Err(NetError::Remote(reply.error));
+        }
+        if reply.leader_id.is_some() || reply.results_json.is_empty() {
+            return Ok(ForwardOutcome::NotLeader {
+                leader_id: reply.leader_id,
+                leader_addr: non_empty(reply.leader_addr),
+            });
+        }
+        let results =
+            serde_json::from_slice(&reply.results_json).map_err(|source| NetError::Decode {
+                what: "command results",
+                source,
+            })?;
+        Ok(ForwardOutcome::Applied(results))
+    }
+
+    /// This node's id and its openraft `RaftMetrics` as JSON.
+    pub async fn status(&self) -> Result<(NodeId, serde_json::Value), NetError> {
+        let reply = self.client()?.status(StatusRequest {}).await?.into_inner();
+        let metrics =
+            serde_json::from_slice(&reply.metrics_json).map_err(|source| NetError::Decode {
+                what: "raft metrics",
+                source,
+            })?;
+        Ok((reply.node_id, metrics))
+    }
+
+    /// Initializes a new cluster on this node with `members` (node id → `host:port`) as
+    /// voters. Fails with [`NetError::Remote`] when the node is already initialized.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), NetError> {
+        let ack = self
+            .client()?
+            .initialize(MembersRequest {
+                members: members.into_iter().collect(),
+            })
+            .await?
+            .into_inner();
+        ack_result(ack)
+    }
+
+    /// Adds node `id` at `addr` as a learner and waits until it caught up with the log. Must be
+    /// sent to the leader ([`NetError::NotLeader`] otherwise).
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), NetError> {
+        let ack = self
+            .client()?
+            .add_learner(AddLearnerRequest {
+                node_id: id,
+                addr: addr.to_string(),
+            })
+            .await?
+            .into_inner();
+        ack_result(ack)
+    }
+
+    /// Makes exactly `members` the voters (they must already be known to the cluster, e.g. as
+    /// learners; removed voters are dropped, not kept as learners). Must be sent to the leader
+    /// ([`NetError::NotLeader`] otherwise).
+    pub async fn change_membership(&self, members: BTreeSet<NodeId>) -> Result<(), NetError> {
+        let ack = self
+            .client()?
+            .change_membership(MembersRequest {
+                members: members.into_iter().map(|id| (id, String::new())).collect(),
+            })
+            .await?
+            .into_inner();
+        ack_result(ack)
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn ack_result(ack: Ack) -> Result<(), NetError> {
+    if ack.not_leader {
+        return Err(NetError::NotLeader {
+            leader_id: ack.leader_id,
+            leader_addr: non_empty(ack.leader_addr),
+        });
+    }
+    if ack.error.is_empty() {
+        Ok(())
+    } else {
+        Err(NetError::Remote(ack.error))
+    }
+}

@@ -1,0 +1,524 @@
+//! A running cluster member: opens the sled database, starts openraft with the sled stores
+//! and the gRPC network, serves the cluster's gRPC API, bootstraps the cluster once from
+//! the static peer list, and commits commands in batches (group commit) — on the leader
+//! directly, on a follower by forwarding the batch to the leader.
+//!
+//! Retries reuse the commands' request ids, so a batch retried after a timeout or a
+//! leader change is applied once (the state machine deduplicates by request id).
+
+use crate::grpc;
+use crate::network::{ClusterClient, ForwardOutcome, GrpcNetworkFactory};
+use crate::{open_stores, ClusterRequest, Node, NodeId, Raft, StateHandle};
+use kms_state::{Command, CommandResult, HostState};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+/// How a node is configured.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id (stable across restarts).
+    pub node_id: NodeId,
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// Address peers use to reach this node (defaults to `listen`).
+    pub advertise: String,
+    /// Static peer list used to bootstrap, including this node. Empty: a single-node
+    /// cluster of this node alone.
+    pub peers: BTreeMap<NodeId, String>,
+    /// sled data directory.
+    pub data_dir: PathBuf,
+    /// sled page cache in bytes.
+    pub cache_bytes: u64,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout range.
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot after this many log entries (entries are batches).
+    pub snapshot_every: u64,
+    /// Largest batch of commands per log entry.
+    pub max_batch: usize,
+    /// Batches committed concurrently (pipelining).
+    pub max_inflight: usize,
+    /// How long a batch may keep retrying (no leader, forwarding failures) before the
+    /// submitters get [`SubmitError::Unavailable`].
+    pub commit_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node, given its id, gRPC address and data directory.
+    pub fn new(node_id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            listen,
+            advertise: listen.to_string(),
+            peers: BTreeMap::new(),
+            data_dir,
+            cache_bytes: 16 * 1024 * 1024,
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+            snapshot_every: 2000,
+            max_batch: 512,
+            max_inflight: 4,
+            commit_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The peer list, with this node alone when none was given.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        if self.peers.is_empty() {
+            BTreeMap::from([(self.node_id, self.advertise.clone())])
+        } else {
+            self.peers.clone()
+        }
+    }
+}
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The sled database could not be opened.
+    #[error("cannot open {dir}: {source}")]
+    Open {
+        /// Data directory.
+        dir: PathBuf,
+        /// Cause.
+        source: sled::Error,
+    },
+    /// The stores could not be loaded.
+    #[error(transparent)]
+    Store(#[from] crate::ClusterError),
+    /// Invalid Raft configuration.
+    #[error("raft configuration: {0}")]
+    Config(String),
+    /// openraft failed to start.
+    #[error("raft start: {0}")]
+    Raft(String),
+    /// The gRPC listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// This node is not in its own peer list.
+    #[error("node {0} is not in --peers")]
+    NotInPeers(NodeId),
+}
+
+/// Why a command could not be committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// No leader could commit the batch within the commit timeout (quorum lost or
+    /// leader unreachable).
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+type Job = (Command, oneshot::Sender<Result<CommandResult, SubmitError>>);
+
+/// A running cluster member.
+pub struct ClusterNode {
+    config: NodeConfig,
+    raft: Raft,
+    state: StateHandle,
+    tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    clients: Mutex<HashMap<String, ClusterClient>>,
+    stop: watch::Sender<bool>,
+    grpc_addr: SocketAddr,
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Opens storage, starts Raft, the gRPC server, bootstrap and the batcher.
+    pub async fn start(config: NodeConfig) -> Result<Arc<ClusterNode>, StartError> {
+        let members = config.members();
+        if !members.contains_key(&config.node_id) {
+            return Err(StartError::NotInPeers(config.node_id));
+        }
+        let dir = config.data_dir.clone();
+        let cache = config.cache_bytes;
+        let db = tokio::task::spawn_blocking(move || {
+            sled::Config::new().path(&dir).cache_capacity(cache).open()
+        })
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+        .map_err(|source| StartError::Open {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+        let (log_store, sm) = open_stores(&db)?;
+        let state = sm.handle();
+        let raft_config = openraft::Config {
+            cluster_name: "kms-cluster".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms.0,
+            election_timeout_max: config.election_timeout_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 500,
+            purge_batch_size: 256,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            GrpcNetworkFactory,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr().unwrap_or(config.listen);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut grpc_stop = stop_rx.clone();
+        let grpc_raft = raft.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = grpc_stop.changed().await;
+            };
+            if let Err(e) = grpc::serve(listener, grpc_raft, shutdown).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = Arc::new(ClusterNode {
+            config,
+            raft,
+            state,
+            tx: Mutex::new(Some(tx)),
+            clients: Mutex::new(HashMap::new()),
+            stop,
+            grpc_addr,
+            db,
+        });
+        tokio::spawn(node.clone().batcher(rx));
+        tokio::spawn(node.clone().bootstrap(stop_rx));
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The Raft handle (membership changes, metrics).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Current Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<NodeId, Node> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Runs `f` on the applied state.
+    pub fn read<R>(&self, f: impl FnOnce(&HostState) -> R) -> R {
+        self.state.read(f)
+    }
+
+    /// True when this node's Raft core runs and knows a leader (itself or another).
+    pub fn has_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.is_ok() && m.current_leader.is_some()
+    }
+
+    /// Resolves when the Raft core stops with a fatal error (storage failure, panic):
+    /// the process should exit so its supervisor restarts it from disk.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "raft metrics channel closed".into();
+            }
+        }
+    }
+
+    /// Size of the data directory in bytes.
+    pub fn data_dir_size(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Commits one command (batched with others) and returns its result.
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = self.tx.lock().expect("tx lock");
+            let sender = guard.as_ref().ok_or(SubmitError::Stopped)?;
+            sender.send((cmd, tx)).map_err(|_| SubmitError::Stopped)?;
+        }
+        rx.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Stops accepting commands, hands leadership over when possible, stops Raft and the
+    /// gRPC server, flushes sled.
+    pub async fn shutdown(&self) {
+        self.tx.lock().expect("tx lock").take();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let _ = self.stop.send(true);
+        let _ = self.db.flush_async().await;
+    }
+
+    async fn batcher(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let inflight = Arc::new(Semaphore::new(self.config.max_inflight.max(1)));
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                break;
+            };
+            let node = self.clone();
+            tokio::spawn(async move {
+                let (cmds, txs): (Vec<Command>, Vec<_>) = jobs.into_iter().unzip();
+                let result = node.commit(cmds).await;
+                match result {
+                    Ok(results) => {
+                        for (tx, r) in txs.into_iter().zip(results) {
+                            let _ = tx.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        for tx in txs {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    fn client(&self, addr: &str) -> ClusterClient {
+        let mut map = self.clients.lock().expect("clients lock");
+        map.entry(addr.to_string())
+            .or_insert_with(|| ClusterClient::connect(addr))
+            .clone()
+    }
+
+    /// Commits a batch: on the leader directly, else forwarded; retried with the same
+    /// request ids until the commit timeout.
+    async fn commit(&self, cmds: Vec<Command>) -> Result<Vec<CommandResult>, SubmitError> {
+        let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
+        let mut last_error = String::from("no leader");
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SubmitError::Unavailable(last_error));
+            }
+            let (leader, leader_addr) = {
+                let m = self.raft.metrics().borrow().clone();
+                let addr = m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (m.current_leader, addr)
+            };
+            match leader {
+                Some(l) if l == self.config.node_id => {
+                    let req = ClusterRequest::new(cmds.clone());
+                    match tokio::time::timeout_at(deadline, self.raft.client_write(req)).await {
+                        Ok(Ok(resp)) => return Ok(resp.data.results),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            last_error = format!("leadership moved to {:?}", f.leader_id);
+                        }
+                        Ok(Err(e)) => last_error = e.to_string(),
+                        Err(_) => last_error = "commit timed out".into(),
+                    }
+                }
+                Some(l) => match leader_addr {
+                    Some(addr) => {
+                        let client = self.client(&addr);
+                        match tokio::time::timeout_at(deadline, client.forward(&cmds)).await {
+                            Ok(Ok(ForwardOutcome::Applied(results))) => return Ok(results),
+                            Ok(Ok(ForwardOutcome::NotLeader { .. })) => {
+                                last_error = format!("node {l} is no longer leader");
+                            }
+                            Ok(Err(e)) => last_error = format!("forward to node {l}: {e}"),
+                            Err(_) => last_error = format!("forward to node {l} timed out"),
+                        }
+                    }
+                    None => last_error = format!("leader {l} has no address"),
+                },
+                None => last_error = "no leader".into(),
+            }
+            // Wait for the leader to change or a short back-off.
+            let mut m = self.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
+        }
+    }
+
+    /// Initializes the cluster once: the lowest id in the peer list does it, after
+    /// checking that no reachable peer already belongs to an initialized cluster.
+    async fn bootstrap(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let members = self.config.members();
+        let first = *members.keys().next().expect("non-empty");
+        if first != self.config.node_id {
+            return;
+        }
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.raft.is_initialized().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read raft state");
+                    return;
+                }
+            }
+            let mut someone_initialized = false;
+            for (id, addr) in &members {
+                if *id == self.config.node_id {
+                    continue;
+                }
+                if let Ok(Ok((_, metrics))) =
+                    tokio::time::timeout(Duration::from_secs(1), self.client(addr).status()).await
+                {
+                    let voters = metrics
+                        .pointer("/membership_config/membership/configs")
+                        .and_then(|v| v.as_array())
+                        .is_some_and(|a| !a.is_empty());
+                    let leader = metrics.get("current_leader").is_some_and(|v| !v.is_null());
+                    if voters || leader {
+                        someone_initialized = true;
+                    }
+                }
+            }
+            if someone_initialized {
+                tracing::info!(
+                    "a peer already belongs to an initialized cluster; not bootstrapping"
+                );
+                return;
+            }
+            let nodes: BTreeMap<NodeId, Node> = members
+                .iter()
+                .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+                .collect();
+            match self.raft.initialize(nodes).await {
+                Ok(()) => {
+                    tracing::info!(members = ?members, "cluster initialized");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "initialize not done; will check again");
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// This node's Raft role as a word.
+    pub fn role(&self) -> &'static str {
+        match self.raft.metrics().borrow().state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        }
+    }
+
+    /// This node's Raft view (for `/status`), from openraft's metrics.
+    pub fn view(&self) -> kms_api::RaftView {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voter_ids: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, n) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, n.addr.clone());
+            } else {
+                learners.insert(*id, n.addr.clone());
+            }
+        }
+        let replication: BTreeMap<u64, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let applied = m.last_applied.map(|l| l.index);
+        let commit_index = if m.state == ServerState::Leader && !voter_ids.is_empty() {
+            // The highest index matched by a majority of voters.
+            let mut matched: Vec<u64> = voter_ids
+                .iter()
+                .map(|id| {
+                    if *id == m.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        replication.get(id).copied().flatten().unwrap_or(0)
+                    }
+                })
+                .collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            Some(matched[voter_ids.len() / 2])
+        } else {
+            applied
+        };
+        kms_api::RaftView {
+            node_id: m.id,
+            role: self.role().to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            commit_index,
+            applied_index: applied,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            voters,
+            learners,
+            replication,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+}

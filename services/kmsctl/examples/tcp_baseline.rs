@@ -1,0 +1,89 @@
+//! Baseline for `kmsctl bench`: the cost of the TCP pattern alone on this machine.
+//!
+//! A trivial server answers each 160-byte "bind" with 108 bytes and each 292-byte
+//! "request" with 300 bytes (the sizes of a V6 exchange), with no protocol work and no
+//! state; a client opens one connection per exchange at the given concurrency, exactly as
+//! `kmsctl bench` does. Server and client run on separate single-thread runtimes, like
+//! kmsd and kmsctl. What this reaches is the ceiling for any KMS host on this machine.
+//!
+//! `cargo run --release -p kmsctl --example tcp_baseline -- 20000 64`
+
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let count: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let addr = std_listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let l = TcpListener::from_std(std_listener).expect("listener");
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _ = s.set_nodelay(true);
+                    let mut buf = [0u8; 512];
+                    for (inp, out) in [(160usize, 108usize), (292, 300)] {
+                        if s.read_exact(&mut buf[..inp]).await.is_err() {
+                            return;
+                        }
+                        if s.write_all(&buf[..out]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let started = Instant::now();
+    rt.block_on(async move {
+        let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..concurrency {
+                    let next = next.clone();
+                    tasks.push(tokio::task::spawn_local(async move {
+                        let mut buf = [0u8; 512];
+                        loop {
+                            let i = next.get();
+                            if i >= count {
+                                break;
+                            }
+                            next.set(i + 1);
+                            let mut s = TcpStream::connect(addr).await.expect("connect");
+                            let _ = s.set_nodelay(true);
+                            for (out, inp) in [(160usize, 108usize), (292, 300)] {
+                                s.write_all(&buf[..out]).await.expect("write");
+                                s.read_exact(&mut buf[..inp]).await.expect("read");
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+            .await;
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s",
+        count as f64 / secs
+    );
+}

@@ -1,0 +1,122 @@
+//! A local cluster of real `kmsd` processes, one per loopback address (127.0.0.1,
+//! 127.0.0.2, ...), formed from a static peer list exactly as an operator starts one.
+
+use crate::harness::{free_port_on, Kmsd};
+use std::time::{Duration, Instant};
+
+/// N kmsd processes forming one Raft cluster.
+pub struct LocalCluster {
+    /// The members; index i is node id i+1 on 127.0.0.{i+1}.
+    pub nodes: Vec<Kmsd>,
+    /// The `--peers` value.
+    pub peers: String,
+    /// Holds the data directories.
+    pub dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes with extra flags and waits until each is ready.
+    pub fn start(n: usize, extra: &[&str]) -> LocalCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ips: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
+        let addrs: Vec<String> = ips
+            .iter()
+            .map(|ip| format!("{ip}:{}", free_port_on(ip)))
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let id = (i + 1).to_string();
+            let mut args: Vec<&str> = vec![
+                "--node-id",
+                &id,
+                "--cluster-listen",
+                &addrs[i],
+                "--peers",
+                &peers,
+                "--heartbeat-ms",
+                "50",
+                "--election-timeout-ms",
+                "300",
+            ];
+            args.extend_from_slice(extra);
+            nodes.push(Kmsd::launch_on(
+                ip,
+                &dir.path().join(format!("node{id}")),
+                &args,
+            ));
+        }
+        for n in &mut nodes {
+            n.wait_ready();
+        }
+        LocalCluster { nodes, peers, dir }
+    }
+
+    /// Index of the node that reports itself leader, if any answers so.
+    pub fn leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.try_status()
+                .is_some_and(|s| s["raft"]["role"] == "leader")
+        })
+    }
+
+    /// Waits until a leader is known; returns its index.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader() {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every running node reports the same applied index, the same request
+    /// statistics and the same groups; returns their statuses.
+    pub fn wait_converged(&mut self, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses: Vec<serde_json::Value> = self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| if n.is_running() { n.try_status() } else { None })
+                .collect();
+            let key = |s: &serde_json::Value| {
+                (
+                    s["raft"]["applied_index"].clone(),
+                    s["total_requests"].clone(),
+                    s["failed_requests"].clone(),
+                    s["requests_by_license_state"].clone(),
+                    s["groups"].clone(),
+                )
+            };
+            if !statuses.is_empty() && statuses.iter().all(|s| key(s) == key(&statuses[0])) {
+                return statuses;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not converge: {:?}",
+                statuses
+                    .iter()
+                    .map(|s| format!(
+                        "node {} {} term {} applied {} snapshot {} total {} windows {}",
+                        s["raft"]["node_id"],
+                        s["raft"]["role"],
+                        s["raft"]["term"],
+                        s["raft"]["applied_index"],
+                        s["raft"]["snapshot_index"],
+                        s["total_requests"],
+                        s["groups"][0]["active_clients"]
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

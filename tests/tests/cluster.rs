@@ -253,3 +253,147 @@ fn restart_all_nodes_from_disk_and_rejoin_a_wiped_node_by_snapshot() {
     assert_eq!(rejoined[2]["total_requests"], 401);
     assert!(rejoined[2]["raft"]["snapshot_index"].as_u64().unwrap_or(0) > 0);
 }
+
+fn activation(cmid: uuid::Uuid) -> kms_state::Command {
+    kms_state::Command::Activation(kms_state::Activation {
+        request_id: uuid::Uuid::new_v4(),
+        time_ms: 1_795_485_552_000,
+        count_group: Some("windows".into()),
+        product_group: Some("windows-10-11".into()),
+        kms_counted_id: "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap(),
+        application_id: "55c92734-d682-4d71-983e-d6ec3f16059f".parse().unwrap(),
+        sku_id: "73111121-5638-40f6-bc11-f1d7b0d64300".parse().unwrap(),
+        cmid,
+        machine_name: "dup-test".into(),
+        client_vm: false,
+        license_state: kms_protocol::LicenseState::Licensed,
+        grace_minutes: 0,
+        required_count: 25,
+        protocol_major: 6,
+        outcome: kms_state::Outcome::Answered,
+    })
+}
+
+#[test]
+fn a_request_id_is_applied_once_when_retried() {
+    let mut c = LocalCluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let addrs: Vec<String> = c
+        .peers
+        .split(',')
+        .map(|p| p.split_once('=').unwrap().1.to_string())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cmd = activation(uuid::Uuid::new_v4());
+    let other = activation(uuid::Uuid::new_v4());
+    rt.block_on(async {
+        let client = kms_cluster::network::ClusterClient::connect(&addrs[leader]);
+        let first = client.forward(std::slice::from_ref(&cmd)).await.unwrap();
+        // The same request again (a retry after a timeout), alone and inside a batch.
+        let again = client.forward(std::slice::from_ref(&cmd)).await.unwrap();
+        let batch = client.forward(&[other.clone(), cmd.clone()]).await.unwrap();
+        use kms_cluster::network::ForwardOutcome::Applied;
+        use kms_state::CommandResult::Activation as A;
+        let (Applied(f), Applied(a), Applied(b)) = (first, again, batch) else {
+            panic!("leader did not apply")
+        };
+        let (A(f), A(a), A(b1)) = (&f[0], &a[0], &b[1]) else {
+            panic!("wrong result kind")
+        };
+        assert!(!f.duplicate);
+        assert!(a.duplicate && b1.duplicate);
+        assert_eq!(f.active_clients, a.active_clients);
+    });
+    let s = c.wait_converged(Duration::from_secs(10));
+    assert_eq!(s[0]["total_requests"], 2);
+    assert_eq!(group(&s[0], "windows")["active_clients"], 2);
+}
+
+#[test]
+fn membership_add_learner_promote_remove() {
+    let mut c = LocalCluster::start(3, &[]);
+    let ip = "127.0.0.4";
+    let addr4 = format!("{ip}:{}", kms_tests::harness::free_port_on(ip));
+    let peers = format!("{},4={addr4}", c.peers);
+    let node1_cluster = c
+        .peers
+        .split(',')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let mut n4 = Kmsd::launch_on(
+        ip,
+        &c.dir.path().join("node4"),
+        &[
+            "--node-id",
+            "4",
+            "--cluster-listen",
+            &addr4,
+            "--peers",
+            &peers,
+            "--heartbeat-ms",
+            "50",
+            "--election-timeout-ms",
+            "300",
+        ],
+    );
+    // Some history first, so the new node has something to catch up on.
+    activate_many(&c.nodes[0], 3, "Windows 10 Enterprise");
+    let ok = |args: &[&str]| {
+        let out = kmsctl(args);
+        assert!(
+            out.status.success(),
+            "kmsctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "cluster",
+        "add-learner",
+        "--cluster",
+        &node1_cluster,
+        "--id",
+        "4",
+        "--addr",
+        &addr4,
+    ]);
+    n4.wait_ready();
+    ok(&[
+        "cluster",
+        "promote",
+        "--cluster",
+        &node1_cluster,
+        "--id",
+        "4",
+    ]);
+    let table = ok(&["cluster", "status", "--cluster", &node1_cluster]);
+    assert_eq!(table.matches("voter").count(), 4, "{table}");
+    // The new voter answers with the cluster's count.
+    let (v, _) = n4.activate(&["--product", "Windows 10 Enterprise"]);
+    assert_eq!(v["current_count"], 4);
+    c.nodes.push(n4);
+    c.wait_converged(Duration::from_secs(10));
+    ok(&[
+        "cluster",
+        "remove",
+        "--cluster",
+        &node1_cluster,
+        "--id",
+        "4",
+    ]);
+    let table = ok(&["cluster", "status", "--cluster", &node1_cluster]);
+    assert_eq!(table.matches("voter").count(), 3, "{table}");
+    assert!(!table.contains(&addr4), "{table}");
+    let mut n4 = c.nodes.pop().unwrap();
+    n4.stop();
+    let s = c.wait_converged(Duration::from_secs(10));
+    assert_eq!(s[0]["raft"]["voters"].as_object().unwrap().len(), 3);
+}

@@ -105,6 +105,13 @@ pub struct RaftView {
     pub replication: BTreeMap<u64, Option<u64>>,
     /// Leader only: ms since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// How stale this node's view may be: ms since it last knew a leader backed by a
+    /// quorum (0 while it does).
+    pub stale_ms: u64,
+    /// Commands answered locally without a quorum, waiting to be replayed (serve-local).
+    pub outbox_len: u64,
+    /// Quorum-loss mode: `serve-local` or `fail-closed`.
+    pub quorum_loss: String,
 }
 
 /// One client machine in the inventory (`GET /clients`).

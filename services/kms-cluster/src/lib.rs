@@ -26,6 +26,7 @@ mod error;
 pub mod grpc;
 pub mod network;
 pub mod node;
+pub mod outbox;
 pub mod pb;
 mod store;
 mod types;

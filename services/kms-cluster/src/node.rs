@@ -8,6 +8,7 @@
 
 use crate::grpc;
 use crate::network::{ClusterClient, ForwardOutcome, GrpcNetworkFactory};
+use crate::outbox::{self, Outbox};
 use crate::{open_stores, ClusterRequest, Node, NodeId, Raft, StateHandle};
 use kms_state::{Command, CommandResult, HostState};
 use openraft::error::{ClientWriteError, RaftError};
@@ -15,6 +16,7 @@ use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -46,8 +48,41 @@ pub struct NodeConfig {
     /// Batches committed concurrently (pipelining).
     pub max_inflight: usize,
     /// How long a batch may keep retrying (no leader, forwarding failures) before the
-    /// submitters get [`SubmitError::Unavailable`].
+    /// submitters get [`SubmitError::Unavailable`] (fail-closed) or the batch is answered
+    /// locally (serve-local).
     pub commit_timeout: Duration,
+    /// What to do when no quorum commits a batch in time.
+    pub quorum_loss: QuorumLoss,
+}
+
+/// Behaviour when the cluster cannot commit (quorum lost, leader unreachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumLoss {
+    /// Refuse: the request is not answered and the client tries another host.
+    FailClosed,
+    /// Answer from the last applied state, keep the command in a durable outbox and
+    /// replay it (same request id) once a leader is reachable.
+    ServeLocal,
+}
+
+impl std::str::FromStr for QuorumLoss {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fail-closed" => Ok(Self::FailClosed),
+            "serve-local" => Ok(Self::ServeLocal),
+            other => Err(format!(
+                "unknown quorum-loss mode {other:?} (fail-closed or serve-local)"
+            )),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl NodeConfig {
@@ -65,7 +100,8 @@ impl NodeConfig {
             snapshot_every: 2000,
             max_batch: 512,
             max_inflight: 4,
-            commit_timeout: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(2),
+            quorum_loss: QuorumLoss::ServeLocal,
         }
     }
 
@@ -138,6 +174,9 @@ pub struct ClusterNode {
     stop: watch::Sender<bool>,
     grpc_addr: SocketAddr,
     db: sled::Db,
+    outbox: Outbox,
+    /// Unix ms when this node last knew a leader with a quorum (for staleness).
+    last_quorum_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -167,6 +206,7 @@ impl ClusterNode {
             source,
         })?;
         let (log_store, sm) = open_stores(&db)?;
+        let outbox = Outbox::open(&db).map_err(|e| StartError::Raft(e.to_string()))?;
         let state = sm.handle();
         let raft_config = openraft::Config {
             cluster_name: "kms-cluster".into(),
@@ -220,8 +260,12 @@ impl ClusterNode {
             stop,
             grpc_addr,
             db,
+            outbox,
+            last_quorum_ms: AtomicU64::new(now_ms()),
         });
         tokio::spawn(node.clone().batcher(rx));
+        tokio::spawn(node.clone().replayer(node.stop.subscribe()));
+        tokio::spawn(node.clone().quorum_watch(node.stop.subscribe()));
         tokio::spawn(node.clone().bootstrap(stop_rx));
         Ok(node)
     }
@@ -316,7 +360,14 @@ impl ClusterNode {
             let node = self.clone();
             tokio::spawn(async move {
                 let (cmds, txs): (Vec<Command>, Vec<_>) = jobs.into_iter().unzip();
-                let result = node.commit(cmds).await;
+                let result = match node.commit(&cmds).await {
+                    Err(SubmitError::Unavailable(why))
+                        if node.config.quorum_loss == QuorumLoss::ServeLocal =>
+                    {
+                        node.serve_locally(&cmds, &why).await
+                    }
+                    other => other,
+                };
                 match result {
                     Ok(results) => {
                         for (tx, r) in txs.into_iter().zip(results) {
@@ -343,7 +394,7 @@ impl ClusterNode {
 
     /// Commits a batch: on the leader directly, else forwarded; retried with the same
     /// request ids until the commit timeout.
-    async fn commit(&self, cmds: Vec<Command>) -> Result<Vec<CommandResult>, SubmitError> {
+    async fn commit(&self, cmds: &[Command]) -> Result<Vec<CommandResult>, SubmitError> {
         let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
         let mut last_error = String::from("no leader");
         loop {
@@ -362,7 +413,7 @@ impl ClusterNode {
             };
             match leader {
                 Some(l) if l == self.config.node_id => {
-                    let req = ClusterRequest::new(cmds.clone());
+                    let req = ClusterRequest::new(cmds.to_vec());
                     match tokio::time::timeout_at(deadline, self.raft.client_write(req)).await {
                         Ok(Ok(resp)) => return Ok(resp.data.results),
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -375,7 +426,7 @@ impl ClusterNode {
                 Some(l) => match leader_addr {
                     Some(addr) => {
                         let client = self.client(&addr);
-                        match tokio::time::timeout_at(deadline, client.forward(&cmds)).await {
+                        match tokio::time::timeout_at(deadline, client.forward(cmds)).await {
                             Ok(Ok(ForwardOutcome::Applied(results))) => return Ok(results),
                             Ok(Ok(ForwardOutcome::NotLeader { .. })) => {
                                 last_error = format!("node {l} is no longer leader");
@@ -392,6 +443,114 @@ impl ClusterNode {
             let mut m = self.raft.metrics();
             let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
         }
+    }
+
+    /// serve-local: answers a batch from the applied state and keeps it in the durable
+    /// outbox for replay.
+    async fn serve_locally(
+        &self,
+        cmds: &[Command],
+        why: &str,
+    ) -> Result<Vec<CommandResult>, SubmitError> {
+        let pending = self.outbox.peek(10_000).unwrap_or_default();
+        let results: Vec<CommandResult> = self.state.read(|st| {
+            let mut seen = pending.clone();
+            cmds.iter()
+                .map(|c| {
+                    let r = outbox::local_result(st, &seen, c);
+                    seen.push(c.clone());
+                    r
+                })
+                .collect()
+        });
+        self.outbox
+            .push(cmds)
+            .await
+            .map_err(|e| SubmitError::Unavailable(format!("{why}; outbox: {e}")))?;
+        tracing::warn!(
+            commands = cmds.len(),
+            reason = why,
+            outbox = self.outbox.len(),
+            "no quorum: answered from local state, kept in the outbox"
+        );
+        Ok(results)
+    }
+
+    /// Replays the outbox through the normal commit path whenever a leader is known.
+    async fn replayer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(outbox::REPLAY_INTERVAL) => {}
+            }
+            if self.outbox.is_empty() || !self.has_leader() {
+                continue;
+            }
+            let cmds = match self.outbox.peek(self.config.max_batch) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+            };
+            if cmds.is_empty() {
+                continue;
+            }
+            match self.commit(&cmds).await {
+                Ok(_) => {
+                    if let Err(e) = self.outbox.remove(&cmds).await {
+                        tracing::error!(error = %e, "cannot trim the outbox");
+                    } else {
+                        tracing::info!(
+                            replayed = cmds.len(),
+                            left = self.outbox.len(),
+                            "outbox replayed"
+                        );
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "outbox replay postponed"),
+            }
+        }
+    }
+
+    /// Tracks when this node last saw a leader backed by a quorum.
+    async fn quorum_watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            let m = self.raft.metrics().borrow().clone();
+            let ok = match m.state {
+                ServerState::Leader => m
+                    .millis_since_quorum_ack
+                    .is_some_and(|ms| ms < self.config.election_timeout_ms.1),
+                _ => m.current_leader.is_some(),
+            };
+            if ok {
+                self.last_quorum_ms.store(now_ms(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Commands waiting in the serve-local outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// How stale this node's view may be: ms since it last knew a leader backed by a
+    /// quorum (0 while it does).
+    pub fn stale_ms(&self) -> u64 {
+        if self.has_leader() {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader
+                || m.millis_since_quorum_ack
+                    .is_some_and(|ms| ms < self.config.election_timeout_ms.1)
+            {
+                return 0;
+            }
+        }
+        now_ms().saturating_sub(self.last_quorum_ms.load(Ordering::Relaxed))
     }
 
     /// Initializes the cluster once: the lowest id in the peer list does it, after
@@ -519,6 +678,12 @@ impl ClusterNode {
             learners,
             replication,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+            stale_ms: self.stale_ms(),
+            outbox_len: self.outbox_len() as u64,
+            quorum_loss: match self.config.quorum_loss {
+                QuorumLoss::ServeLocal => "serve-local".into(),
+                QuorumLoss::FailClosed => "fail-closed".into(),
+            },
         }
     }
 }

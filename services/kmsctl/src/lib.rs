@@ -3,11 +3,13 @@
 //! Module map:
 //! - [`client`]: an async KMS client (bind, request, full response verification).
 //! - [`bench`]: the bounded load generator.
+//! - [`cluster`]: membership and Raft status over the cluster gRPC API.
 //! - [`render`]: `slmgr`-style text for status, activations and the inventory.
 //! - [`products`]: resolving `--product` and the protocol/product mix.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod products;
 pub mod render;

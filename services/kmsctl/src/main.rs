@@ -38,6 +38,111 @@ enum Cmd {
     },
     /// Load generator: N activations at concurrency C, one connection each.
     Bench(BenchArgs),
+    /// Cluster membership and Raft status (gRPC API of a node).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Every member's role, term, leader and log/applied index.
+    Status {
+        /// Cluster gRPC address of any node.
+        #[arg(long, default_value = "127.0.0.1:9689")]
+        cluster: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Initialize a new cluster with these voters (once; nodes started with --peers do
+    /// it by themselves).
+    Init {
+        /// Cluster gRPC address of the node to initialize.
+        #[arg(long, default_value = "127.0.0.1:9689")]
+        cluster: String,
+        /// Members `ID=HOST:PORT,...`.
+        #[arg(long)]
+        members: String,
+    },
+    /// Add a node as a non-voting learner (it catches up by snapshot and log).
+    AddLearner {
+        /// Cluster gRPC address of any node.
+        #[arg(long, default_value = "127.0.0.1:9689")]
+        cluster: String,
+        /// New node id.
+        #[arg(long)]
+        id: u64,
+        /// New node's cluster address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// Cluster gRPC address of any node.
+        #[arg(long, default_value = "127.0.0.1:9689")]
+        cluster: String,
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// Cluster gRPC address of any node.
+        #[arg(long, default_value = "127.0.0.1:9689")]
+        cluster: String,
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+async fn cluster_cmd(cmd: ClusterCmd) -> anyhow::Result<i32> {
+    use kmsctl::cluster as c;
+    match cmd {
+        ClusterCmd::Status { cluster, json } => {
+            let rows = c::status(&cluster).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", c::render(&rows));
+            }
+        }
+        ClusterCmd::Init { cluster, members } => {
+            let members = c::parse_members(&members)?;
+            kms_cluster::network::ClusterClient::connect(&cluster)
+                .initialize(members)
+                .await?;
+            println!("initialized");
+        }
+        ClusterCmd::AddLearner { cluster, id, addr } => {
+            let (leader, _) = c::leader_client(&cluster).await?;
+            leader.add_learner(id, &addr).await?;
+            println!("node {id} added as learner at {addr}");
+        }
+        ClusterCmd::Promote { cluster, id } => {
+            let (leader, metrics) = c::leader_client(&cluster).await?;
+            let (mut voters, nodes) = c::membership(&metrics)?;
+            if !nodes.contains_key(&id) {
+                bail!("node {id} is not a member; add it with `kmsctl cluster add-learner` first");
+            }
+            voters.insert(id);
+            leader.change_membership(voters).await?;
+            println!("node {id} is a voter");
+        }
+        ClusterCmd::Remove { cluster, id } => {
+            let (leader, metrics) = c::leader_client(&cluster).await?;
+            let (mut voters, _) = c::membership(&metrics)?;
+            if !voters.remove(&id) {
+                bail!("node {id} is not a voter");
+            }
+            if voters.is_empty() {
+                bail!("refusing to remove the last voter");
+            }
+            leader.change_membership(voters).await?;
+            println!("node {id} removed");
+        }
+    }
+    Ok(0)
 }
 
 #[derive(Debug, clap::Args)]
@@ -340,6 +445,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Activate(a) => activate(a).await,
+        Cmd::Cluster(c) => cluster_cmd(c).await,
         Cmd::Status(a) => {
             let url = format!("{}/status", a.admin.trim_end_matches('/'));
             if a.json {

@@ -85,6 +85,9 @@ pub struct Args {
     /// Time a request may wait for the cluster to commit it, ms.
     #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
     pub commit_timeout_ms: Option<u64>,
+    /// Quorum-loss mode: serve-local or fail-closed.
+    #[arg(long, env = "KMSD_QUORUM_LOSS")]
+    pub quorum_loss: Option<String>,
     /// sled page cache, MiB.
     #[arg(long, env = "KMSD_CACHE_MIB")]
     pub cache_mib: Option<u64>,
@@ -145,6 +148,7 @@ impl Args {
             election_timeout_ms,
             snapshot_every,
             commit_timeout_ms,
+            quorum_loss,
             cache_mib,
             log_format,
             log_level

@@ -154,6 +154,13 @@ pub async fn run(
     node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
     node_cfg.snapshot_every = cfg.snapshot_every;
     node_cfg.commit_timeout = Duration::from_millis(cfg.commit_timeout_ms);
+    node_cfg.quorum_loss =
+        cfg.quorum_loss
+            .parse()
+            .map_err(|message| config::ConfigError::Invalid {
+                key: "quorum_loss",
+                message,
+            })?;
     let node = ClusterNode::start(node_cfg)
         .await
         .map_err(|source| DaemonError::Cluster {

@@ -108,9 +108,12 @@ pub struct Config {
     pub election_timeout_ms: u64,
     /// Build a snapshot (and compact the log) after this many log entries. Default 2000.
     pub snapshot_every: u64,
-    /// How long a request may wait for the cluster to commit it before the connection
-    /// is closed (the client then tries another host), ms. Default 5000.
+    /// How long a request may wait for the cluster to commit it, ms. Default 2000.
     pub commit_timeout_ms: u64,
+    /// When no quorum commits in time: `serve-local` (answer from the last applied
+    /// state, keep the request in a durable outbox, replay it later; default) or
+    /// `fail-closed` (close the connection; the client tries another SRV target).
+    pub quorum_loss: String,
     /// sled page cache, MiB. Default 16.
     pub cache_mib: u64,
     /// Log format. Default text.
@@ -148,7 +151,8 @@ impl Default for Config {
             heartbeat_ms: 100,
             election_timeout_ms: 400,
             snapshot_every: 2000,
-            commit_timeout_ms: 5000,
+            commit_timeout_ms: 2000,
+            quorum_loss: "serve-local".into(),
             cache_mib: 16,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -214,6 +218,9 @@ impl Config {
                 "snapshot_every",
                 "snapshot_every and commit_timeout_ms must be positive",
             );
+        }
+        if let Err(e) = self.quorum_loss.parse::<kms_cluster::node::QuorumLoss>() {
+            return invalid("quorum_loss", &e);
         }
         let peers = self.peer_map()?;
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {

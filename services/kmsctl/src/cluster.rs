@@ -1,0 +1,170 @@
+//! `kmsctl cluster ...`: membership and Raft status over the cluster gRPC API. Calls go
+//! to the node named with `--cluster`; membership changes are sent on to the leader when
+//! that node is a follower.
+
+use kms_cluster::network::{ClusterClient, NetError};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Errors of cluster commands.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterCmdError {
+    /// A gRPC call failed.
+    #[error("{0}")]
+    Net(#[from] NetError),
+    /// The metrics did not have the expected shape.
+    #[error("unexpected status from node: {0}")]
+    Shape(&'static str),
+    /// Invalid argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Voter ids and node addresses from a node's metrics JSON.
+pub fn membership(
+    metrics: &Value,
+) -> Result<(BTreeSet<u64>, BTreeMap<u64, String>), ClusterCmdError> {
+    let m = metrics
+        .pointer("/membership_config/membership")
+        .ok_or(ClusterCmdError::Shape("no membership"))?;
+    let mut voters = BTreeSet::new();
+    for cfg in m["configs"]
+        .as_array()
+        .ok_or(ClusterCmdError::Shape("no configs"))?
+    {
+        for id in cfg.as_array().ok_or(ClusterCmdError::Shape("config"))? {
+            voters.insert(id.as_u64().ok_or(ClusterCmdError::Shape("voter id"))?);
+        }
+    }
+    let mut nodes = BTreeMap::new();
+    if let Some(map) = m["nodes"].as_object() {
+        for (id, n) in map {
+            let id: u64 = id.parse().map_err(|_| ClusterCmdError::Shape("node id"))?;
+            nodes.insert(id, n["addr"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    Ok((voters, nodes))
+}
+
+/// The client of the current leader (following the node's leader hint).
+pub async fn leader_client(addr: &str) -> Result<(ClusterClient, Value), ClusterCmdError> {
+    let c = ClusterClient::connect(addr);
+    let (id, metrics) = c.status().await?;
+    match metrics["current_leader"].as_u64() {
+        Some(l) if l != id => {
+            let (_, nodes) = membership(&metrics)?;
+            let leader_addr = nodes
+                .get(&l)
+                .ok_or(ClusterCmdError::Shape("leader without address"))?;
+            let lc = ClusterClient::connect(leader_addr);
+            let (_, lm) = lc.status().await?;
+            Ok((lc, lm))
+        }
+        _ => Ok((c, metrics)),
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_members(s: &str) -> Result<BTreeMap<u64, String>, ClusterCmdError> {
+    let mut out = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| ClusterCmdError::Usage(format!("{item:?} is not ID=HOST:PORT")))?;
+        let id = id
+            .parse()
+            .map_err(|_| ClusterCmdError::Usage(format!("{id:?} is not a node id")))?;
+        out.insert(id, addr.to_string());
+    }
+    if out.is_empty() {
+        return Err(ClusterCmdError::Usage("no members given".into()));
+    }
+    Ok(out)
+}
+
+/// One row of `kmsctl cluster status`.
+#[derive(Debug, serde::Serialize)]
+pub struct MemberRow {
+    /// Node id.
+    pub id: u64,
+    /// Cluster address.
+    pub addr: String,
+    /// voter or learner.
+    pub membership: &'static str,
+    /// The node's own metrics, when it answered.
+    pub role: Option<String>,
+    /// Term it reports.
+    pub term: Option<u64>,
+    /// Leader it knows.
+    pub leader: Option<u64>,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Applied index.
+    pub applied_index: Option<u64>,
+    /// Error reaching it.
+    pub error: Option<String>,
+}
+
+/// Status of every member, each asked directly.
+pub async fn status(addr: &str) -> Result<Vec<MemberRow>, ClusterCmdError> {
+    let (_, metrics) = ClusterClient::connect(addr).status().await?;
+    let (voters, nodes) = membership(&metrics)?;
+    let mut rows = Vec::new();
+    for (id, a) in nodes {
+        let mut row = MemberRow {
+            id,
+            membership: if voters.contains(&id) {
+                "voter"
+            } else {
+                "learner"
+            },
+            addr: a.clone(),
+            role: None,
+            term: None,
+            leader: None,
+            last_log_index: None,
+            applied_index: None,
+            error: None,
+        };
+        match ClusterClient::connect(&a).status().await {
+            Ok((_, m)) => {
+                row.role = m["state"].as_str().map(str::to_lowercase);
+                row.term = m["current_term"].as_u64();
+                row.leader = m["current_leader"].as_u64();
+                row.last_log_index = m["last_log_index"].as_u64();
+                row.applied_index = m.pointer("/last_applied/index").and_then(Value::as_u64);
+            }
+            Err(e) => row.error = Some(e.to_string()),
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Renders the status rows.
+pub fn render(rows: &[MemberRow]) -> String {
+    let opt = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "{:>4}  {:<24} {:<8} {:<10} {:>6} {:>7} {:>9} {:>9}\n",
+        "ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "LAST LOG", "APPLIED"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:>4}  {:<24} {:<8} {:<10} {:>6} {:>7} {:>9} {:>9}{}\n",
+            r.id,
+            r.addr,
+            r.membership,
+            r.role.clone().unwrap_or_else(|| "down".into()),
+            opt(r.term),
+            opt(r.leader),
+            opt(r.last_log_index),
+            opt(r.applied_index),
+            r.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default(),
+        ));
+    }
+    s
+}

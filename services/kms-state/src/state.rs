@@ -264,7 +264,7 @@ impl HostState {
 
     pub(crate) fn restore_client(&mut self, record: ClientRecord) {
         self.windows
-            .entry(record.count_group.clone())
+            .entry(record.count_group.to_string())
             .or_default()
             .insert_record(record);
     }

@@ -302,7 +302,7 @@ fn load(db: &sled::Db) -> Result<HostState, StateError> {
             }
             Key::Client(group, cmid) => {
                 let rec: ClientRecord = decode(&raw_key, &value)?;
-                if rec.count_group != group || rec.cmid != cmid {
+                if &*rec.count_group != group || rec.cmid != cmid {
                     return Err(corrupt("record does not match its key"));
                 }
                 state.restore_client(rec);

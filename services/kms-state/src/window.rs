@@ -6,6 +6,7 @@
 //! pruning cost proportional to the number of expired entries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kms_protocol::LicenseState;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,8 @@ pub const CLIENT_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRecord {
     /// Count group the client was counted in.
-    pub count_group: String,
+    #[serde(deserialize_with = "de_interned")]
+    pub count_group: Arc<str>,
     /// Client machine id.
     pub cmid: Uuid,
     /// Machine name last reported.
@@ -30,7 +32,8 @@ pub struct ClientRecord {
     /// SKU (edition activation id) last reported.
     pub sku_id: Uuid,
     /// Catalog product group last reported, if the catalog knew it.
-    pub product_group: Option<String>,
+    #[serde(deserialize_with = "de_interned_opt")]
+    pub product_group: Option<Arc<str>>,
     /// kmsCountedId last reported.
     pub kms_counted_id: Uuid,
     /// applicationId last reported.
@@ -61,11 +64,11 @@ impl ClientRecord {
 
     fn new(group: &str, a: &Activation) -> Self {
         ClientRecord {
-            count_group: group.to_owned(),
+            count_group: intern(group),
             cmid: a.cmid,
             machine_name: a.machine_name.clone(),
             sku_id: a.sku_id,
-            product_group: a.product_group.clone(),
+            product_group: a.product_group.as_deref().map(intern),
             kms_counted_id: a.kms_counted_id,
             application_id: a.application_id,
             client_vm: a.client_vm,
@@ -84,7 +87,7 @@ impl ClientRecord {
         if a.time_ms >= self.last_seen_ms {
             self.machine_name.clone_from(&a.machine_name);
             self.sku_id = a.sku_id;
-            self.product_group.clone_from(&a.product_group);
+            self.product_group = a.product_group.as_deref().map(intern);
             self.kms_counted_id = a.kms_counted_id;
             self.application_id = a.application_id;
             self.client_vm = a.client_vm;
@@ -97,6 +100,33 @@ impl ClientRecord {
         self.first_seen_ms = self.first_seen_ms.min(a.time_ms);
         self.requests = self.requests.saturating_add(1);
     }
+}
+
+/// Shares one allocation per distinct group name among all records (a few dozen names
+/// for any number of clients), which keeps the per-client memory small. Interning does
+/// not change any value, so applying stays deterministic.
+pub fn intern(name: &str) -> Arc<str> {
+    static NAMES: OnceLock<Mutex<BTreeSet<Arc<str>>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(name);
+    names.insert(n.clone());
+    n
+}
+
+fn de_interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(intern(&s))
+}
+
+fn de_interned_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.as_deref().map(intern))
 }
 
 /// Selects inventory entries for [`HostState::clients`](crate::HostState::clients).
@@ -117,7 +147,7 @@ impl ClientFilter {
     pub fn matches(&self, record: &ClientRecord) -> bool {
         self.count_group
             .as_deref()
-            .is_none_or(|g| g == record.count_group)
+            .is_none_or(|g| g == &*record.count_group)
             && self
                 .product_group
                 .as_deref()

@@ -91,6 +91,9 @@ pub struct Args {
     /// sled page cache, MiB.
     #[arg(long, env = "KMSD_CACHE_MIB")]
     pub cache_mib: Option<u64>,
+    /// Tokio worker threads (0 = one per core).
+    #[arg(long, env = "KMSD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format.
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -150,6 +153,7 @@ impl Args {
             commit_timeout_ms,
             quorum_loss,
             cache_mib,
+            worker_threads,
             log_format,
             log_level
         );

@@ -3,8 +3,7 @@
 use clap::Parser;
 use kmsd::cli::Args;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = match args.resolve() {
         Ok(c) => c,
@@ -13,6 +12,15 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.worker_threads > 0 {
+        builder.worker_threads(cfg.worker_threads);
+    }
+    let rt = builder.enable_all().build()?;
+    rt.block_on(run_main(args, cfg))
+}
+
+async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
     if args.print_config {
         print!("{}", cfg.to_toml());
         return Ok(());

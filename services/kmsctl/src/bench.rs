@@ -29,6 +29,9 @@ pub struct BenchConfig {
     pub timeout: Duration,
     /// Optional per-request log file (JSON lines).
     pub log: Option<std::path::PathBuf>,
+    /// Draw client machine ids from a fixed pool of this many machines (renewals of a
+    /// known population) instead of a fresh one per activation.
+    pub cmid_pool: Option<u64>,
 }
 
 /// One line of the per-request log.
@@ -112,8 +115,17 @@ pub async fn run(cfg: BenchConfig) -> BenchReport {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let mut spec = cfg.templates[seq % cfg.templates.len()].clone();
-                spec.cmid = Uuid::new_v4();
-                spec.machine_name = format!("bench-{seq}");
+                match cfg.cmid_pool {
+                    Some(pool) if pool > 0 => {
+                        let m = rand::random::<u64>() % pool;
+                        spec.cmid = Uuid::from_u64_pair(0x6b6d_7363_746c_0000, m);
+                        spec.machine_name = format!("bench-pc-{m}");
+                    }
+                    _ => {
+                        spec.cmid = Uuid::new_v4();
+                        spec.machine_name = format!("bench-{seq}");
+                    }
+                }
                 spec.request_time = kms_protocol::time::filetime_from_unix_ms(now_ms());
                 let t0 = Instant::now();
                 let start_ms = now_ms();

@@ -273,6 +273,9 @@ struct BenchArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Draw CMIDs from a pool of this many machines (renewals) instead of fresh ones.
+    #[arg(long)]
+    cmid_pool: Option<u64>,
     /// Client threads. One keeps the measuring instrument from competing with the host
     /// for cores when both run on one machine.
     #[arg(long, default_value_t = 1)]
@@ -558,6 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 templates,
                 timeout: Duration::from_millis(b.target.timeout_ms),
                 log: b.log,
+                cmid_pool: b.cmid_pool,
             })
             .await;
             if b.json {

@@ -25,7 +25,7 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    kmsd::telemetry::init(cfg.log_format, &cfg.log_level);
+    let _log_guard = kmsd::telemetry::init(cfg.log_format, &cfg.log_level);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

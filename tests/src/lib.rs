@@ -4,9 +4,13 @@
 //!   (real vlmcs ↔ vlmcsd traffic) as typed frames plus the decoded fields the capture
 //!   tool recorded.
 //! - [`cluster`]: a local multi-process Raft cluster on 127.0.0.x addresses.
+//! - [`docker`]: a Raft cluster of `kmsd` containers on private Docker networks, with
+//!   node kill/restart and Raft-only network partitions (image from
+//!   `tests/docker/build-image.sh`).
 //! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
 //!   real `kmsctl` binary against them.
 
 pub mod cluster;
+pub mod docker;
 pub mod harness;
 pub mod vectors;

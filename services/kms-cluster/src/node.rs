@@ -162,7 +162,13 @@ pub enum SubmitError {
     Stopped,
 }
 
-type Job = (Command, oneshot::Sender<Result<CommandResult, SubmitError>>);
+/// A command waiting to be committed, with the time it was submitted (its deadline is
+/// that plus the commit timeout, however long it waits for a batch slot).
+type Job = (
+    Command,
+    tokio::time::Instant,
+    oneshot::Sender<Result<CommandResult, SubmitError>>,
+);
 
 /// A running cluster member.
 pub struct ClusterNode {
@@ -327,7 +333,9 @@ impl ClusterNode {
         {
             let guard = self.tx.lock().expect("tx lock");
             let sender = guard.as_ref().ok_or(SubmitError::Stopped)?;
-            sender.send((cmd, tx)).map_err(|_| SubmitError::Stopped)?;
+            sender
+                .send((cmd, tokio::time::Instant::now(), tx))
+                .map_err(|_| SubmitError::Stopped)?;
         }
         rx.await.map_err(|_| SubmitError::Stopped)?
     }
@@ -354,13 +362,32 @@ impl ClusterNode {
                     Err(_) => break,
                 }
             }
-            let Ok(permit) = inflight.clone().acquire_owned().await else {
-                break;
-            };
+            let deadline = jobs
+                .iter()
+                .map(|(_, t, _)| *t)
+                .min()
+                .unwrap_or_else(tokio::time::Instant::now)
+                + self.config.commit_timeout;
+            // Waiting for a slot counts against the deadline: a request never waits longer
+            // than the commit timeout because earlier batches are stuck.
+            let permit =
+                match tokio::time::timeout_at(deadline, inflight.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(_)) => break,
+                    Err(_) => None,
+                };
             let node = self.clone();
             tokio::spawn(async move {
-                let (cmds, txs): (Vec<Command>, Vec<_>) = jobs.into_iter().unzip();
-                let result = match node.commit(&cmds).await {
+                let (cmds, txs): (Vec<Command>, Vec<_>) =
+                    jobs.into_iter().map(|(c, _, tx)| (c, tx)).unzip();
+                let committed = if permit.is_some() {
+                    node.commit(&cmds, deadline).await
+                } else {
+                    Err(SubmitError::Unavailable(
+                        "earlier batches still waiting for a quorum".into(),
+                    ))
+                };
+                let result = match committed {
                     Err(SubmitError::Unavailable(why))
                         if node.config.quorum_loss == QuorumLoss::ServeLocal =>
                     {
@@ -394,8 +421,15 @@ impl ClusterNode {
 
     /// Commits a batch: on the leader directly, else forwarded; retried with the same
     /// request ids until the commit timeout.
-    async fn commit(&self, cmds: &[Command]) -> Result<Vec<CommandResult>, SubmitError> {
-        let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
+    async fn commit(
+        &self,
+        cmds: &[Command],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<CommandResult>, SubmitError> {
+        // A forward to a leader that died silently must not use up the whole deadline:
+        // each attempt gets a slice, then the leader is looked up again.
+        let attempt = (self.config.commit_timeout / 3)
+            .clamp(Duration::from_millis(200), Duration::from_secs(1));
         let mut last_error = String::from("no leader");
         loop {
             if tokio::time::Instant::now() >= deadline {
@@ -426,7 +460,8 @@ impl ClusterNode {
                 Some(l) => match leader_addr {
                     Some(addr) => {
                         let client = self.client(&addr);
-                        match tokio::time::timeout_at(deadline, client.forward(cmds)).await {
+                        let until = deadline.min(tokio::time::Instant::now() + attempt);
+                        match tokio::time::timeout_at(until, client.forward(cmds)).await {
                             Ok(Ok(ForwardOutcome::Applied(results))) => return Ok(results),
                             Ok(Ok(ForwardOutcome::NotLeader { .. })) => {
                                 last_error = format!("node {l} is no longer leader");
@@ -496,7 +531,8 @@ impl ClusterNode {
             if cmds.is_empty() {
                 continue;
             }
-            match self.commit(&cmds).await {
+            let deadline = tokio::time::Instant::now() + self.config.commit_timeout;
+            match self.commit(&cmds, deadline).await {
                 Ok(_) => {
                     if let Err(e) = self.outbox.remove(&cmds).await {
                         tracing::error!(error = %e, "cannot trim the outbox");

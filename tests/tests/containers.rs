@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 const FIRST_LEADER: Duration = Duration::from_secs(15);
 /// A new leader must be elected within this after the old one is killed.
 const MAX_ELECTION: Duration = Duration::from_secs(2);
+/// With 5 nodes losing the leader and one more at once, three survivors can split their
+/// votes once more than three nodes would; allow one extra election round (CI runs this
+/// on two busy cores).
+const MAX_ELECTION_DOUBLE_KILL: Duration = Duration::from_secs(4);
 /// How long the nodes may take to agree after a fault is repaired.
 const CONVERGE: Duration = Duration::from_secs(30);
 /// A restarted container must be ready within this.
@@ -554,10 +558,15 @@ fn five_nodes_keep_answering_without_two_nodes_one_the_leader() {
     let killed_ms = c.finished_at_ms(leader);
     // From the moment the leader's process died (Docker's record) to a leader seen.
     let election = Duration::from_millis(seen_ms.saturating_sub(killed_ms));
-    assert!(election < MAX_ELECTION, "new leader after {election:?}");
+    assert!(
+        election < MAX_ELECTION_DOUBLE_KILL,
+        "new leader after {election:?}"
+    );
     let b = bench.join();
-    let (after_tried, after_ok) =
-        b.started_between(killed_ms + MAX_ELECTION.as_millis() as u64, u64::MAX);
+    let (after_tried, after_ok) = b.started_between(
+        killed_ms + MAX_ELECTION_DOUBLE_KILL.as_millis() as u64,
+        u64::MAX,
+    );
     assert!(
         after_tried > 0 && after_ok * 100 >= after_tried * 95,
         "three of five nodes must keep answering: {after_ok} of {after_tried} after the election ({})",

@@ -557,15 +557,20 @@ impl ClusterNode {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             let m = self.raft.metrics().borrow().clone();
-            let ok = match m.state {
-                ServerState::Leader => m
-                    .millis_since_quorum_ack
-                    .is_some_and(|ms| ms < self.config.election_timeout_ms.1),
-                _ => m.current_leader.is_some(),
-            };
-            if ok {
+            if self.quorum_known(&m) {
                 self.last_quorum_ms.store(now_ms(), Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Whether these metrics show a leader backed by a quorum: a leader acknowledged by
+    /// a quorum within the election timeout, or any other role that knows a leader.
+    fn quorum_known(&self, m: &RaftMetrics<NodeId, Node>) -> bool {
+        match m.state {
+            ServerState::Leader => m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.config.election_timeout_ms.1),
+            _ => m.current_leader.is_some(),
         }
     }
 
@@ -577,14 +582,9 @@ impl ClusterNode {
     /// How stale this node's view may be: ms since it last knew a leader backed by a
     /// quorum (0 while it does).
     pub fn stale_ms(&self) -> u64 {
-        if self.has_leader() {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader
-                || m.millis_since_quorum_ack
-                    .is_some_and(|ms| ms < self.config.election_timeout_ms.1)
-            {
-                return 0;
-            }
+        let m = self.raft.metrics().borrow().clone();
+        if m.running_state.is_ok() && self.quorum_known(&m) {
+            return 0;
         }
         now_ms().saturating_sub(self.last_quorum_ms.load(Ordering::Relaxed))
     }

@@ -64,21 +64,18 @@ pub fn raft_block(v: &kms_api::RaftView) -> String {
         opt(v.applied_index),
         opt(v.snapshot_index),
     );
-    for (id, addr) in &v.voters {
-        let m = v
-            .replication
-            .get(id)
-            .map(|m| format!(" matched {}", opt(*m)))
-            .unwrap_or_default();
-        s.push_str(&format!("    Voter {id} at {addr}{m}\n"));
-    }
-    for (id, addr) in &v.learners {
-        let m = v
-            .replication
-            .get(id)
-            .map(|m| format!(" matched {}", opt(*m)))
-            .unwrap_or_default();
-        s.push_str(&format!("    Learner {id} at {addr}{m}\n"));
+    for (kind, members) in [("Voter", &v.voters), ("Learner", &v.learners)] {
+        for (id, addr) in members {
+            let m = v
+                .replication
+                .get(id)
+                .map(|m| format!(" matched {}", opt(*m)))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "    {kind} {id} at {addr}{m}
+"
+            ));
+        }
     }
     s
 }

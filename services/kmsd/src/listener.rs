@@ -15,7 +15,7 @@ use kms_protocol::LicenseState;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -197,10 +197,7 @@ impl Listener {
     /// tries another host).
     async fn activate(&self, pending: &Pending, peer: SocketAddr) -> Option<Vec<u8>> {
         let started = std::time::Instant::now();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = crate::now_ms();
         let random = ResponseRandom {
             random: rand::random(),
             ivs: rand::random(),

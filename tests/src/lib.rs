@@ -7,10 +7,16 @@
 //! - [`docker`]: a Raft cluster of `kmsd` containers on private Docker networks, with
 //!   node kill/restart and Raft-only network partitions (image from
 //!   `tests/docker/build-image.sh`).
+//! - [`otlp`]: an in-process OTLP/gRPC trace collector stub.
 //! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
 //!   real `kmsctl` binary against them.
+//! - [`observability`]: the Prometheus rules, Grafana dashboards and alerts and the
+//!   runbook, parsed (every PromQL expression with its source, Grafana macro
+//!   substitution, `promtool`).
 
 pub mod cluster;
 pub mod docker;
 pub mod harness;
+pub mod observability;
+pub mod otlp;
 pub mod vectors;

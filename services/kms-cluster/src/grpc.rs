@@ -96,8 +96,9 @@ fn payload<T: Serialize>(what: &str, result: &T) -> Result<Response<RaftPayload>
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let span = crate::trace_ctx::server_span("raft.vote", request.metadata());
         let rpc = decode("vote request", &request.into_inner().json)?;
-        let result = self.raft.vote(rpc).await;
+        let result = tracing::Instrument::instrument(self.raft.vote(rpc), span).await;
         payload("vote result", &result)
     }
 
@@ -105,8 +106,9 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let span = crate::trace_ctx::server_span("raft.append_entries", request.metadata());
         let rpc = decode("append-entries request", &request.into_inner().json)?;
-        let result = self.raft.append_entries(rpc).await;
+        let result = tracing::Instrument::instrument(self.raft.append_entries(rpc), span).await;
         payload("append-entries result", &result)
     }
 
@@ -114,8 +116,9 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let span = crate::trace_ctx::server_span("raft.install_snapshot", request.metadata());
         let rpc = decode("install-snapshot request", &request.into_inner().json)?;
-        let result = self.raft.install_snapshot(rpc).await;
+        let result = tracing::Instrument::instrument(self.raft.install_snapshot(rpc), span).await;
         payload("install-snapshot result", &result)
     }
 }
@@ -180,8 +183,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
+        let span = crate::trace_ctx::server_span("cluster.forward", request.metadata());
         let commands = decode("commands", &request.into_inner().commands_json)?;
-        let reply = match self.raft.client_write(ClusterRequest::new(commands)).await {
+        let write = self.raft.client_write(ClusterRequest::new(commands));
+        let reply = match tracing::Instrument::instrument(write, span).await {
             Ok(written) => ForwardResponse {
                 results_json: encode("command results", &written.data.results)?,
                 ..ForwardResponse::default()

@@ -16,6 +16,7 @@
 //!   - `store::sm`: [`StateMachine`], the in-memory [`kms_state::HostState`] fed by committed
 //!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
 //!     [`StateHandle`].
+//! - [`trace_ctx`]: trace context propagation over gRPC metadata.
 //! - `error`: [`ClusterError`], this crate's typed errors (mapped to openraft's `StorageError` at
 //!   the trait boundary).
 
@@ -29,6 +30,7 @@ pub mod node;
 pub mod outbox;
 pub mod pb;
 mod store;
+pub mod trace_ctx;
 mod types;
 
 pub use error::ClusterError;

@@ -168,6 +168,7 @@ type Job = (
     Command,
     tokio::time::Instant,
     oneshot::Sender<Result<CommandResult, SubmitError>>,
+    tracing::Span,
 );
 
 /// A running cluster member.
@@ -334,7 +335,12 @@ impl ClusterNode {
             let guard = self.tx.lock().expect("tx lock");
             let sender = guard.as_ref().ok_or(SubmitError::Stopped)?;
             sender
-                .send((cmd, tokio::time::Instant::now(), tx))
+                .send((
+                    cmd,
+                    tokio::time::Instant::now(),
+                    tx,
+                    tracing::Span::current(),
+                ))
                 .map_err(|_| SubmitError::Stopped)?;
         }
         rx.await.map_err(|_| SubmitError::Stopped)?
@@ -364,7 +370,7 @@ impl ClusterNode {
             }
             let deadline = jobs
                 .iter()
-                .map(|(_, t, _)| *t)
+                .map(|(_, t, _, _)| *t)
                 .min()
                 .unwrap_or_else(tokio::time::Instant::now)
                 + self.config.commit_timeout;
@@ -377,9 +383,19 @@ impl ClusterNode {
                     Err(_) => None,
                 };
             let node = self.clone();
-            tokio::spawn(async move {
+            // One span per batch: child of the first request's span, linked to the others.
+            let span = tracing::trace_span!(
+                target: "kms_trace",
+                parent: &jobs[0].3,
+                "raft.commit",
+                batch = jobs.len()
+            );
+            for (_, _, _, s) in &jobs[1..] {
+                span.follows_from(s);
+            }
+            let task = async move {
                 let (cmds, txs): (Vec<Command>, Vec<_>) =
-                    jobs.into_iter().map(|(c, _, tx)| (c, tx)).unzip();
+                    jobs.into_iter().map(|(c, _, tx, _)| (c, tx)).unzip();
                 let committed = if permit.is_some() {
                     node.commit(&cmds, deadline).await
                 } else {
@@ -408,7 +424,8 @@ impl ClusterNode {
                     }
                 }
                 drop(permit);
-            });
+            };
+            tokio::spawn(tracing::Instrument::instrument(task, span));
         }
     }
 

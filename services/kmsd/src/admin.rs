@@ -1,6 +1,7 @@
 //! The admin HTTP API (axum), separate from port 1688: `/livez`, `/readyz`, `/status`,
-//! `/clients`.
+//! `/clients`, `/metrics`.
 
+use crate::metrics::Metrics;
 use crate::report::{self, HostFacts};
 use crate::service::Service;
 use crate::stats::Counters;
@@ -25,6 +26,8 @@ pub struct AdminState {
     pub facts: Arc<HostFacts>,
     /// True once the KMS listeners are bound and the state is open.
     pub ready: Arc<AtomicBool>,
+    /// Prometheus metrics (None when disabled).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Builds the router.
@@ -34,6 +37,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/clients", get(clients))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -53,6 +57,26 @@ async fn status(State(s): State<AdminState>) -> impl IntoResponse {
         &s.facts,
         crate::now_ms(),
     ))
+}
+
+async fn metrics(State(s): State<AdminState>) -> axum::response::Response {
+    let Some(m) = &s.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are disabled (metrics = false)\n",
+        )
+            .into_response();
+    };
+    let status = report::status(&s.service, &s.counters, &s.facts, crate::now_ms());
+    let body = m.render(&status, &s.counters.snapshot());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Query parameters of `/clients`.

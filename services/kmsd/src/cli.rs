@@ -64,6 +64,9 @@ pub struct Args {
     /// This node's stable cluster id.
     #[arg(long, env = "KMSD_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Node id = the host name's trailing ordinal + 1 (StatefulSet pods).
+    #[arg(long, env = "KMSD_NODE_ID_FROM_HOSTNAME", num_args = 0..=1, default_missing_value = "true")]
+    pub node_id_from_hostname: Option<bool>,
     /// Cluster gRPC address (Raft, forwarding, membership).
     #[arg(long, env = "KMSD_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
@@ -100,6 +103,15 @@ pub struct Args {
     /// Log filter (e.g. `info`, `kmsd=debug`).
     #[arg(long, env = "KMSD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at /metrics.
+    #[arg(long, env = "KMSD_METRICS")]
+    pub metrics: Option<bool>,
+    /// OTLP/gRPC endpoint for traces (off when unset).
+    #[arg(long, env = "KMSD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of activations traced.
+    #[arg(long, env = "KMSD_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -124,6 +136,9 @@ impl Args {
         if let Some(a) = &self.cluster_advertise {
             cfg.cluster_advertise = Some(a.clone());
         }
+        if let Some(e) = &self.otlp_endpoint {
+            cfg.otlp_endpoint = Some(e.clone());
+        }
         if let Some(p) = &self.catalog_file {
             cfg.catalog_file = Some(p.clone());
         }
@@ -145,6 +160,7 @@ impl Args {
             idle_timeout_ms,
             max_connections,
             node_id,
+            node_id_from_hostname,
             cluster_listen,
             peers,
             heartbeat_ms,
@@ -155,11 +171,25 @@ impl Args {
             cache_mib,
             worker_threads,
             log_format,
-            log_level
+            log_level,
+            metrics,
+            trace_sample_ratio
         );
+        if cfg.node_id_from_hostname {
+            cfg.resolve_node_id(&hostname())?;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// This machine's host name (`HOSTNAME`, else the kernel's).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
 //! - [`admin`]: the admin HTTP API; [`report`] builds its documents.
 //! - [`stats`]: process-local listener counters.
-//! - `telemetry`: logging.
+//! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - `telemetry`: logging and OpenTelemetry trace export.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod stats;
@@ -170,6 +172,9 @@ pub async fn run(
     let backend = Backend::new(node.clone());
     let service = Arc::new(Service::new(catalog, policy, backend.clone()));
     let counters = Arc::new(stats::Counters::default());
+    let metrics = cfg
+        .metrics
+        .then(|| Arc::new(metrics::Metrics::new(cfg.node_id)));
 
     // Bind every KMS address; with the default pair, one family missing is a warning.
     let defaults = cfg.listen == Config::default().listen;
@@ -222,6 +227,7 @@ pub async fn run(
             max_connections: cfg.max_connections,
         },
         counters.clone(),
+        metrics.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -237,6 +243,7 @@ pub async fn run(
             dns_publishing: false,
         }),
         ready: ready.clone(),
+        metrics,
     };
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(async move {

@@ -5,9 +5,12 @@
 //! anything is allocated. Network input never panics the server: every decode error
 //! becomes a fault, a refusal or a closed connection.
 
+use crate::metrics::{Metrics, RequestLabels, RequestResult};
 use crate::service::Service;
-use crate::stats::Counters;
-use kms_protocol::host::{HostConnection, HostOptions, Pending, ProtocolIssue, Step};
+use crate::stats::{Counters, DecodeKind};
+use kms_protocol::host::{
+    HostConnection, HostOptions, Pending, ProtocolIssue, Step, HRESULT_UNSUPPORTED_PRODUCT,
+};
 use kms_protocol::kms::ResponseRandom;
 use kms_protocol::rpc::header::{Header, HEADER_LEN};
 use kms_protocol::rpc::NCA_PROTO_ERROR;
@@ -62,6 +65,8 @@ pub struct Listener {
     pub limits: Limits,
     /// Counters for status and tests.
     pub counters: Arc<Counters>,
+    /// Prometheus metrics (None when disabled).
+    pub metrics: Option<Arc<Metrics>>,
     assoc: AtomicU32,
     slots: Arc<Semaphore>,
 }
@@ -73,6 +78,7 @@ impl Listener {
         host: HostOptions,
         limits: Limits,
         counters: Arc<Counters>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -80,6 +86,7 @@ impl Listener {
             host,
             limits,
             counters,
+            metrics,
             assoc: AtomicU32::new(rand::random::<u32>() & 0x7fff_0000 | 0x1000),
         })
     }
@@ -108,6 +115,7 @@ impl Listener {
                     let this = self.clone();
                     let sd = shutdown.clone();
                     tokio::spawn(async move {
+                        this.counters.accepted.fetch_add(1, Ordering::Relaxed);
                         this.counters
                             .open_connections
                             .fetch_add(1, Ordering::Relaxed);
@@ -154,7 +162,7 @@ impl Listener {
                     return;
                 }
                 Err(ReadEnd::BadHeader(issue, call_id)) => {
-                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.decode_error(DecodeKind::Header);
                     tracing::info!(%peer, %issue, "closing connection: bad PDU header");
                     if let ProtocolIssue::Rpc(kms_protocol::RpcError::Version { .. }) = issue {
                         let _ = stream.write_all(&proto_fault(call_id)).await;
@@ -162,26 +170,53 @@ impl Listener {
                     return;
                 }
             };
-            let step = host.handle(reader.frame(frame_len));
+            // A request PDU carries a KMS message: it gets the activation span (exported
+            // only when tracing is on; a disabled callsite otherwise).
+            let frame = reader.frame(frame_len);
+            let span = if frame.get(2) == Some(&0) {
+                tracing::trace_span!(
+                    target: "kms_trace",
+                    "kms.activation",
+                    otel.kind = "server",
+                    client = %peer,
+                    protocol = tracing::field::Empty,
+                    count_group = tracing::field::Empty,
+                    result = tracing::field::Empty,
+                    current_count = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let step = {
+                let _decode =
+                    tracing::trace_span!(target: "kms_trace", parent: &span, "kms.decode")
+                        .entered();
+                host.handle(frame)
+            };
             reader.consume(frame_len);
             let reply = match step {
                 Step::Send(bytes) => bytes,
                 Step::Fault(bytes, issue) => {
-                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.decode_error(DecodeKind::RpcFault);
                     tracing::info!(%peer, %issue, "RPC fault sent");
                     bytes
                 }
                 Step::Invalid(bytes, err) => {
-                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.decode_error(DecodeKind::InvalidRequest);
                     tracing::info!(%peer, error = %err, "invalid KMS request refused (0x8007000D)");
                     bytes
                 }
                 Step::Close(issue) => {
-                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.decode_error(DecodeKind::Protocol);
                     tracing::info!(%peer, %issue, "closing connection");
                     return;
                 }
-                Step::Activate(pending) => match self.activate(&pending, peer).await {
+                Step::Activate(pending) => match tracing::Instrument::instrument(
+                    self.activate(&pending, peer),
+                    span.clone(),
+                )
+                .await
+                {
                     Some(bytes) => bytes,
                     None => return,
                 },
@@ -202,13 +237,16 @@ impl Listener {
             random: rand::random(),
             ivs: rand::random(),
         };
-        match self
-            .service
-            .activate(&pending.request, now_ms, random)
-            .await
-        {
+        let b = &pending.request.base;
+        let license_state = LicenseState::from_wire(b.license_status).label();
+        let span = tracing::Span::current();
+        span.record("protocol", b.major);
+        let decided = tracing::Instrument::instrument(
+            self.service.activate(&pending.request, now_ms, random),
+            tracing::trace_span!(target: "kms_trace", "kms.replicate"),
+        );
+        match decided.await {
             Ok((answer, o)) => {
-                let b = &pending.request.base;
                 tracing::info!(
                     target: "kmsd::activation",
                     client = %peer,
@@ -217,7 +255,7 @@ impl Listener {
                     product = %o.product,
                     product_group = o.product_group.as_deref().unwrap_or("unknown"),
                     count_group = o.count_group.as_deref().unwrap_or("unknown"),
-                    license_state = LicenseState::from_wire(b.license_status).label(),
+                    license_state,
                     minutes_to_expiry = b.grace_time,
                     client_vm = b.is_client_vm != 0,
                     protocol = b.major,
@@ -233,10 +271,58 @@ impl Listener {
                 } else {
                     self.counters.activated.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(pending.reply(&answer))
+                let reply = {
+                    let _respond =
+                        tracing::trace_span!(target: "kms_trace", "kms.respond").entered();
+                    pending.reply(&answer)
+                };
+                let result = match o.refused {
+                    Some(HRESULT_UNSUPPORTED_PRODUCT) => RequestResult::RefusedProduct,
+                    Some(_) => RequestResult::Error,
+                    None if o.current_count < b.required_client_count => RequestResult::CountTooLow,
+                    None => RequestResult::Activated,
+                };
+                let count_group = o.count_group.as_deref().unwrap_or("unknown");
+                span.record("result", result.label());
+                span.record("count_group", count_group);
+                span.record("current_count", o.current_count);
+                if let Some(m) = &self.metrics {
+                    let refused_group = o
+                        .refused
+                        .map(|_| o.product_group.as_deref().unwrap_or("unknown"));
+                    m.request(
+                        RequestLabels {
+                            count_group,
+                            protocol: b.major,
+                            license_state,
+                            result,
+                        },
+                        started.elapsed(),
+                        refused_group,
+                    );
+                }
+                Some(reply)
             }
             Err(e) => {
                 tracing::error!(%peer, error = %e, "cannot record request; closing so the client tries another host");
+                if let Some(m) = &self.metrics {
+                    let group = self
+                        .service
+                        .catalog()
+                        .group_by_counted_id(&b.kms_counted_id)
+                        .map(|g| g.count_group.as_str())
+                        .unwrap_or("unknown");
+                    m.request(
+                        RequestLabels {
+                            count_group: group,
+                            protocol: b.major,
+                            license_state,
+                            result: RequestResult::Error,
+                        },
+                        started.elapsed(),
+                        None,
+                    );
+                }
                 None
             }
         }

@@ -25,7 +25,22 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    let _log_guard = kmsd::telemetry::init(cfg.log_format, &cfg.log_level);
+    let traces = cfg
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| kmsd::telemetry::TraceExport {
+            endpoint: endpoint.clone(),
+            sample_ratio: cfg.trace_sample_ratio,
+            instance: cfg.node_id.to_string(),
+        });
+    let mut telemetry = match kmsd::telemetry::init(cfg.log_format, &cfg.log_level, traces.as_ref())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kmsd: {e}");
+            std::process::exit(2);
+        }
+    };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -34,7 +49,9 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
             _ = term.recv() => {},
         }
     };
-    if let Err(e) = kmsd::run(cfg, shutdown, |_| {}).await {
+    let result = kmsd::run(cfg, shutdown, |_| {}).await;
+    telemetry.shutdown().await;
+    if let Err(e) = result {
         eprintln!("kmsd: {e}");
         std::process::exit(1);
     }

@@ -4,17 +4,52 @@
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Kinds of malformed input, as `kms_decode_errors_total{kind}` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeKind {
+    /// The RPC header was invalid (connection closed).
+    Header,
+    /// An RPC fault was sent (unbound context, unknown operation, bad PDU).
+    RpcFault,
+    /// The KMS message was refused as invalid (0x8007000D).
+    InvalidRequest,
+    /// The connection was closed on a protocol violation.
+    Protocol,
+}
+
+impl DecodeKind {
+    /// Every kind, in label order.
+    pub const ALL: [DecodeKind; 4] = [
+        DecodeKind::Header,
+        DecodeKind::RpcFault,
+        DecodeKind::InvalidRequest,
+        DecodeKind::Protocol,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DecodeKind::Header => "header",
+            DecodeKind::RpcFault => "rpc_fault",
+            DecodeKind::InvalidRequest => "invalid_request",
+            DecodeKind::Protocol => "protocol",
+        }
+    }
+}
+
 /// Counters updated by the listener.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Connections currently open.
     pub open_connections: AtomicU64,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
     /// Requests answered with an activation response.
     pub activated: AtomicU64,
     /// Requests refused with an HRESULT.
     pub refused: AtomicU64,
-    /// PDUs or KMS messages that failed to decode.
-    pub decode_errors: AtomicU64,
+    /// PDUs or KMS messages that failed to decode, by [`DecodeKind`].
+    decode: [AtomicU64; 4],
     /// Connections closed for idling.
     pub idle_timeouts: AtomicU64,
     /// Connections closed because a PDU arrived too slowly.
@@ -26,12 +61,22 @@ pub struct Counters {
 pub struct CounterSnapshot {
     /// See [`Counters::open_connections`].
     pub open_connections: u64,
+    /// See [`Counters::accepted`].
+    pub accepted: u64,
     /// See [`Counters::activated`].
     pub activated: u64,
     /// See [`Counters::refused`].
     pub refused: u64,
-    /// See [`Counters::decode_errors`].
+    /// All decode errors.
     pub decode_errors: u64,
+    /// Bad RPC headers.
+    pub decode_errors_header: u64,
+    /// RPC faults sent.
+    pub decode_errors_rpc_fault: u64,
+    /// KMS messages refused as invalid.
+    pub decode_errors_invalid_request: u64,
+    /// Connections closed on protocol violations.
+    pub decode_errors_protocol: u64,
     /// See [`Counters::idle_timeouts`].
     pub idle_timeouts: u64,
     /// See [`Counters::read_timeouts`].
@@ -39,15 +84,49 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
+    /// Counts one malformed input.
+    pub fn decode_error(&self, kind: DecodeKind) {
+        self.decode[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Malformed inputs of one kind so far.
+    pub fn decode_errors(&self, kind: DecodeKind) -> u64 {
+        self.decode[kind as usize].load(Ordering::Relaxed)
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> CounterSnapshot {
+        let d = |k| self.decode_errors(k);
         CounterSnapshot {
             open_connections: self.open_connections.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
             activated: self.activated.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
-            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            decode_errors: DecodeKind::ALL.iter().map(|k| d(*k)).sum(),
+            decode_errors_header: d(DecodeKind::Header),
+            decode_errors_rpc_fault: d(DecodeKind::RpcFault),
+            decode_errors_invalid_request: d(DecodeKind::InvalidRequest),
+            decode_errors_protocol: d(DecodeKind::Protocol),
             idle_timeouts: self.idle_timeouts.load(Ordering::Relaxed),
             read_timeouts: self.read_timeouts.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_sum_over_kinds() {
+        let c = Counters::default();
+        c.decode_error(DecodeKind::Header);
+        c.decode_error(DecodeKind::Protocol);
+        c.decode_error(DecodeKind::Protocol);
+        let s = c.snapshot();
+        assert_eq!(s.decode_errors, 3);
+        assert_eq!(s.decode_errors_header, 1);
+        assert_eq!(s.decode_errors_protocol, 2);
+        assert_eq!(s.decode_errors_rpc_fault, 0);
     }
 }

@@ -151,9 +151,10 @@ impl ClusterClient {
             what: "commands",
             source,
         })?;
-        let reply = self
-            .client()?
-            .forward(ForwardRequest { commands_json })
+        let span = crate::trace_ctx::client_span("cluster.forward");
+        let mut request = tonic::Request::new(ForwardRequest { commands_json });
+        crate::trace_ctx::inject(&span, request.metadata_mut());
+        let reply = tracing::Instrument::instrument(self.client()?.forward(request), span)
             .await?
             .into_inner();
         if !reply.error.is_empty() {

@@ -93,6 +93,12 @@ impl GrpcNetwork {
         let json = serde_json::to_vec(request).map_err(|e| NetworkError::new(&e))?;
         let mut grpc_request = tonic::Request::new(RaftPayload { json });
         grpc_request.set_timeout(hard_ttl);
+        let span = crate::trace_ctx::client_span(match action {
+            RPCTypes::Vote => "raft.vote",
+            RPCTypes::AppendEntries => "raft.append_entries",
+            RPCTypes::InstallSnapshot => "raft.install_snapshot",
+        });
+        crate::trace_ctx::inject(&span, grpc_request.metadata_mut());
 
         let call = async {
             match action {
@@ -101,6 +107,7 @@ impl GrpcNetwork {
                 RPCTypes::InstallSnapshot => client.install_snapshot(grpc_request).await,
             }
         };
+        let call = tracing::Instrument::instrument(call, span);
         let reply = match tokio::time::timeout(hard_ttl, call).await {
             Err(_elapsed) => {
                 return Err(RPCError::Timeout(Timeout {

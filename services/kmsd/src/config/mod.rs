@@ -96,6 +96,9 @@ pub struct Config {
     pub max_connections: usize,
     /// This node's stable id in the cluster. Default 1.
     pub node_id: u64,
+    /// Derive `node_id` from the host name's trailing ordinal (`kms-cluster-2` → 3), as
+    /// a StatefulSet names its pods. Default false.
+    pub node_id_from_hostname: bool,
     /// Address of the cluster gRPC server (Raft and forwarding). Default `127.0.0.1:9689`.
     pub cluster_listen: SocketAddr,
     /// Address peers use to reach this node; default: `cluster_listen`.
@@ -125,6 +128,13 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax). Default `info`.
     pub log_level: String,
+    /// Serve Prometheus metrics on the admin API (`/metrics`). Default true.
+    pub metrics: bool,
+    /// OpenTelemetry OTLP/gRPC endpoint for traces (e.g. `http://collector:4317`);
+    /// none (default) disables tracing export.
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of activations traced when `otlp_endpoint` is set (parent-based). Default 1.0.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -150,6 +160,7 @@ impl Default for Config {
             idle_timeout_ms: 30_000,
             max_connections: 4096,
             node_id: 1,
+            node_id_from_hostname: false,
             cluster_listen: "127.0.0.1:9689".parse().expect("literal"),
             cluster_advertise: None,
             peers: String::new(),
@@ -162,6 +173,9 @@ impl Default for Config {
             worker_threads: 1,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            metrics: true,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -232,6 +246,14 @@ impl Config {
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {
             return invalid("peers", "must include this node's own id (node_id)");
         }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            return invalid("trace_sample_ratio", "must be between 0.0 and 1.0");
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return invalid("otlp_endpoint", "must be an http:// or https:// URL");
+            }
+        }
         if self.licensed_groups.trim().is_empty() {
             return invalid("licensed_groups", "name at least one group, or `all`");
         }
@@ -271,6 +293,23 @@ impl Config {
         Ok(out)
     }
 
+    /// Applies `node_id_from_hostname`: node id = the host name's trailing `-N` plus one.
+    pub fn resolve_node_id(&mut self, hostname: &str) -> Result<(), ConfigError> {
+        if !self.node_id_from_hostname {
+            return Ok(());
+        }
+        let ordinal = hostname
+            .trim()
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "node_id_from_hostname",
+                message: format!("host name {hostname:?} does not end in -<ordinal>"),
+            })?;
+        self.node_id = ordinal + 1;
+        Ok(())
+    }
+
     /// The effective configuration as TOML (for `kmsd --print-config`).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -303,6 +342,20 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("renewal_intervall"), "{msg}");
         assert!(msg.contains("k.toml"), "{msg}");
+    }
+
+    #[test]
+    fn node_id_from_statefulset_hostname() {
+        let mut c = Config {
+            node_id_from_hostname: true,
+            ..Config::default()
+        };
+        c.resolve_node_id("kms-cluster-2\n").unwrap();
+        assert_eq!(c.node_id, 3);
+        assert!(c.resolve_node_id("kmshost").is_err());
+        let mut off = Config::default();
+        off.resolve_node_id("kms-cluster-7").unwrap();
+        assert_eq!(off.node_id, 1);
     }
 
     #[test]

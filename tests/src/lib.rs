@@ -7,6 +7,7 @@
 //! - [`docker`]: a Raft cluster of `kmsd` containers on private Docker networks, with
 //!   node kill/restart and Raft-only network partitions (image from
 //!   `tests/docker/build-image.sh`).
+//! - [`prom`]: a real Prometheus server scraping test nodes, and its HTTP API.
 //! - [`otlp`]: an in-process OTLP/gRPC trace collector stub.
 //! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
 //!   real `kmsctl` binary against them.
@@ -19,4 +20,5 @@ pub mod docker;
 pub mod harness;
 pub mod observability;
 pub mod otlp;
+pub mod prom;
 pub mod vectors;

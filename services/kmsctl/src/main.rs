@@ -276,6 +276,9 @@ struct BenchArgs {
     /// Draw CMIDs from a pool of this many machines (renewals) instead of fresh ones.
     #[arg(long)]
     cmid_pool: Option<u64>,
+    /// License state every request reports (as for `activate`).
+    #[arg(long, default_value = "initial-grace")]
+    license_state: String,
     /// Client threads. One keeps the measuring instrument from competing with the host
     /// for cores when both run on one machine.
     #[arg(long, default_value_t = 1)]
@@ -297,6 +300,10 @@ fn exit_code(e: &ClientError) -> i32 {
     }
 }
 
+fn parse_license_state(s: &str) -> anyhow::Result<LicenseState> {
+    LicenseState::parse(s).with_context(|| format!("unknown license state {s:?}"))
+}
+
 async fn activate(a: ActivateArgs) -> anyhow::Result<i32> {
     let catalog = Catalog::builtin();
     let choice = products::resolve(&catalog, &a.product)?;
@@ -304,8 +311,7 @@ async fn activate(a: ActivateArgs) -> anyhow::Result<i32> {
     if !(4..=6).contains(&protocol) {
         bail!("--protocol must be 4, 5 or 6");
     }
-    let license = LicenseState::parse(&a.license_state)
-        .with_context(|| format!("unknown license state {:?}", a.license_state))?;
+    let license = parse_license_state(&a.license_state)?;
     let spec = RequestSpec {
         protocol,
         application_id: a.app_id.unwrap_or(choice.application_id),
@@ -527,6 +533,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 b.product.clone()
             };
+            let license = parse_license_state(&b.license_state)?;
             let mut templates = Vec::new();
             for n in &names {
                 let c = products::resolve(&catalog, n)?;
@@ -545,7 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         kms_counted_id: c.kms_counted_id,
                         cmid: Uuid::nil(),
                         machine_name: String::new(),
-                        license_status: LicenseState::InitialGrace.to_wire(),
+                        license_status: license.to_wire(),
                         grace_minutes: 43200,
                         required_count: c.minimum_count,
                         client_vm: false,

@@ -381,8 +381,8 @@ class Checker:
     def case_production(self, case, docs, by_kind, sts, pod, cfg, repo):
         spec = sts["spec"]
         self.check(case, spec["replicas"] == 5, "production replicas != 5")
-        peers = self.peers_of(pod["containers"][0]["args"])
-        self.check(case, peers and sorted(peers) == ["1", "2", "3", "4", "5"], f"production peers {peers}")
+        # Production uses Kubernetes discovery: no static peer list, the discovery checks apply.
+        self.case_discovery(case, docs, by_kind, sts, pod, cfg, repo)
         name = sts["metadata"]["name"]
         per_node = sorted((s for s in by_kind["Service"] if s["spec"].get("selector", {}).get("statefulset.kubernetes.io/pod-name")),
                           key=lambda s: s["metadata"]["name"])
@@ -446,7 +446,7 @@ class Checker:
         roles = by_kind.get("Role", [])
         if self.check(case, len(roles) == 1 and len(by_kind.get("RoleBinding", [])) == 1, "Role/RoleBinding missing"):
             got = {(g, r): sorted(rule["verbs"]) for rule in roles[0]["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-            self.check(case, got == {("", "pods"): ["get", "list", "watch"], ("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"]}, f"Role rules {got}")
+            self.check(case, got == {("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"], ("apps", "statefulsets"): ["get"]}, f"Role rules {got}")
             rb = by_kind["RoleBinding"][0]
             self.check(case, rb["subjects"][0]["name"] == pod["serviceAccountName"] and rb["roleRef"]["name"] == roles[0]["metadata"]["name"], "RoleBinding does not bind the pods' ServiceAccount")
 

@@ -53,6 +53,20 @@ pub struct NodeConfig {
     pub commit_timeout: Duration,
     /// What to do when no quorum commits a batch in time.
     pub quorum_loss: QuorumLoss,
+    /// Who initializes the cluster.
+    pub bootstrap: Bootstrap,
+}
+
+/// Who initializes a fresh cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The lowest id of the static peer list initializes it with all peers as voters,
+    /// after checking that no reachable peer already belongs to a cluster.
+    StaticPeers,
+    /// This node never initializes by itself: it waits to be added by a leader, or an
+    /// external coordinator (kmsd's Kubernetes discovery) calls
+    /// [`ClusterNode::initialize_alone`].
+    External,
 }
 
 /// Behaviour when the cluster cannot commit (quorum lost, leader unreachable).
@@ -102,6 +116,7 @@ impl NodeConfig {
             max_inflight: 16,
             commit_timeout: Duration::from_secs(2),
             quorum_loss: QuorumLoss::ServeLocal,
+            bootstrap: Bootstrap::StaticPeers,
         }
     }
 
@@ -609,6 +624,9 @@ impl ClusterNode {
     /// Initializes the cluster once: the lowest id in the peer list does it, after
     /// checking that no reachable peer already belongs to an initialized cluster.
     async fn bootstrap(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.config.bootstrap != Bootstrap::StaticPeers {
+            return;
+        }
         let members = self.config.members();
         let first = *members.keys().next().expect("non-empty");
         if first != self.config.node_id {
@@ -631,17 +649,8 @@ impl ClusterNode {
                 if *id == self.config.node_id {
                     continue;
                 }
-                if let Ok(Ok((_, metrics))) =
-                    tokio::time::timeout(Duration::from_secs(1), self.client(addr).status()).await
-                {
-                    let voters = metrics
-                        .pointer("/membership_config/membership/configs")
-                        .and_then(|v| v.as_array())
-                        .is_some_and(|a| !a.is_empty());
-                    let leader = metrics.get("current_leader").is_some_and(|v| !v.is_null());
-                    if voters || leader {
-                        someone_initialized = true;
-                    }
+                if self.peer_in_cluster(addr).await {
+                    someone_initialized = true;
                 }
             }
             if someone_initialized {
@@ -668,6 +677,58 @@ impl ClusterNode {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Whether the node at `addr` answers and already belongs to an initialized cluster
+    /// (has a membership or knows a leader). Unreachable: false.
+    pub async fn peer_in_cluster(&self, addr: &str) -> bool {
+        match tokio::time::timeout(Duration::from_secs(1), self.client(addr).status()).await {
+            Ok(Ok((_, metrics))) => {
+                let voters = metrics
+                    .pointer("/membership_config/membership/configs")
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|a| !a.is_empty());
+                let leader = metrics.get("current_leader").is_some_and(|v| !v.is_null());
+                voters || leader
+            }
+            _ => false,
+        }
+    }
+
+    /// Initializes a one-voter cluster of this node (reachable at `advertise`) when its
+    /// Raft store is fresh and none of `peers` (addresses) already belongs to a cluster.
+    /// Returns whether this call initialized it; never re-initializes.
+    pub async fn initialize_alone(
+        &self,
+        advertise: &str,
+        peers: &[String],
+    ) -> Result<bool, String> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(false);
+        }
+        for addr in peers {
+            if self.peer_in_cluster(addr).await {
+                tracing::info!(peer = %addr, "a peer already belongs to a cluster; not initializing");
+                return Ok(false);
+            }
+        }
+        let nodes = BTreeMap::from([(
+            self.config.node_id,
+            Node {
+                addr: advertise.to_string(),
+            },
+        )]);
+        self.raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(node_id = self.config.node_id, addr = %advertise, "cluster initialized with this node as its only voter");
+        Ok(true)
     }
 
     /// This node's Raft role as a word.

@@ -5,11 +5,13 @@
 //! - [`bench`]: the bounded load generator.
 //! - [`cluster`]: membership and Raft status over the cluster gRPC API.
 //! - [`render`]: `slmgr`-style text for status, activations and the inventory.
+//! - [`dns`]: `_vlmcs._tcp` SRV records: render, RFC 2782 order, check.
 //! - [`products`]: resolving `--product` and the protocol/product mix.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod dns;
 pub mod products;
 pub mod render;

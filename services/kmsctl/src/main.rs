@@ -41,6 +41,9 @@ enum Cmd {
     /// Cluster membership and Raft status (gRPC API of a node).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// DNS SRV records (`_vlmcs._tcp`): render zone lines / nsupdate, check resolution.
+    #[command(subcommand)]
+    Dns(kmsctl::dns::DnsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -455,6 +458,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Activate(a) => activate(a).await,
         Cmd::Cluster(c) => cluster_cmd(c).await,
+        Cmd::Dns(c) => kmsctl::dns::run(c).await,
         Cmd::Status(a) => {
             let url = format!("{}/status", a.admin.trim_end_matches('/'));
             if a.json {

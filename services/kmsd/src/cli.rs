@@ -76,6 +76,27 @@ pub struct Args {
     /// Static peers `ID=HOST:PORT,...` including this node.
     #[arg(long, env = "KMSD_PEERS")]
     pub peers: Option<String>,
+    /// Peer discovery: static or kubernetes.
+    #[arg(long, env = "KMSD_DISCOVERY")]
+    pub discovery: Option<String>,
+    /// Kubernetes namespace (default: the service-account namespace).
+    #[arg(long, env = "KMSD_KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// Headless Service whose EndpointSlices list the members.
+    #[arg(long, env = "KMSD_KUBERNETES_SERVICE")]
+    pub kubernetes_service: Option<String>,
+    /// StatefulSet (default: the service name without `-headless`).
+    #[arg(long, env = "KMSD_KUBERNETES_STATEFULSET")]
+    pub kubernetes_statefulset: Option<String>,
+    /// EndpointSlice port name of the cluster gRPC port.
+    #[arg(long, env = "KMSD_KUBERNETES_PORT_NAME")]
+    pub kubernetes_port_name: Option<String>,
+    /// Kubernetes API server URL (default: in-cluster config, else kubeconfig).
+    #[arg(long, env = "KMSD_KUBERNETES_API_URL")]
+    pub kubernetes_api_url: Option<String>,
+    /// Discovery/reconcile interval, ms.
+    #[arg(long, env = "KMSD_DISCOVERY_INTERVAL_MS")]
+    pub discovery_interval_ms: Option<u64>,
     /// Raft heartbeat interval, ms.
     #[arg(long, env = "KMSD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -112,6 +133,42 @@ pub struct Args {
     /// Fraction of activations traced.
     #[arg(long, env = "KMSD_TRACE_SAMPLE_RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// Publish this node's `_vlmcs._tcp` SRV record by dynamic DNS update.
+    #[arg(long, env = "KMSD_DNS_PUBLISH", num_args = 0..=1, default_missing_value = "true")]
+    pub dns_publish: Option<bool>,
+    /// DNS server for updates, IP or IP:PORT.
+    #[arg(long, env = "KMSD_DNS_SERVER")]
+    pub dns_server: Option<String>,
+    /// Zone to update.
+    #[arg(long, env = "KMSD_DNS_ZONE")]
+    pub dns_zone: Option<String>,
+    /// Domain of the `_vlmcs._tcp` records (default: the zone).
+    #[arg(long, env = "KMSD_DNS_DOMAIN")]
+    pub dns_domain: Option<String>,
+    /// This node's host name as clients reach it (SRV target).
+    #[arg(long, env = "KMSD_DNS_TARGET")]
+    pub dns_target: Option<String>,
+    /// SRV priority.
+    #[arg(long, env = "KMSD_DNS_PRIORITY")]
+    pub dns_priority: Option<u16>,
+    /// SRV weight.
+    #[arg(long, env = "KMSD_DNS_WEIGHT")]
+    pub dns_weight: Option<u16>,
+    /// SRV TTL, seconds.
+    #[arg(long, env = "KMSD_DNS_TTL")]
+    pub dns_ttl: Option<u32>,
+    /// TSIG key name.
+    #[arg(long, env = "KMSD_DNS_TSIG_KEY_NAME")]
+    pub dns_tsig_key_name: Option<String>,
+    /// TSIG secret (base64).
+    #[arg(long, env = "KMSD_DNS_TSIG_SECRET", hide_env_values = true)]
+    pub dns_tsig_secret: Option<String>,
+    /// File holding the TSIG secret.
+    #[arg(long, env = "KMSD_DNS_TSIG_SECRET_FILE")]
+    pub dns_tsig_secret_file: Option<PathBuf>,
+    /// TSIG algorithm (hmac-sha256, hmac-sha384, hmac-sha512).
+    #[arg(long, env = "KMSD_DNS_TSIG_ALGORITHM")]
+    pub dns_tsig_algorithm: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -142,6 +199,40 @@ impl Args {
         if let Some(p) = &self.catalog_file {
             cfg.catalog_file = Some(p.clone());
         }
+        for (arg, key) in [
+            (&self.kubernetes_namespace, &mut cfg.kubernetes_namespace),
+            (&self.kubernetes_service, &mut cfg.kubernetes_service),
+            (
+                &self.kubernetes_statefulset,
+                &mut cfg.kubernetes_statefulset,
+            ),
+            (&self.kubernetes_api_url, &mut cfg.kubernetes_api_url),
+        ] {
+            if let Some(v) = arg {
+                *key = Some(v.clone());
+            }
+        }
+        macro_rules! overlay_opt {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = Some(v.clone()); } )* };
+        }
+        overlay_opt!(
+            dns_server,
+            dns_zone,
+            dns_domain,
+            dns_target,
+            dns_tsig_key_name,
+            dns_tsig_secret,
+            dns_tsig_secret_file
+        );
+        overlay!(
+            cfg,
+            self,
+            dns_publish,
+            dns_priority,
+            dns_weight,
+            dns_ttl,
+            dns_tsig_algorithm
+        );
         overlay!(
             cfg,
             self,
@@ -163,6 +254,9 @@ impl Args {
             node_id_from_hostname,
             cluster_listen,
             peers,
+            discovery,
+            kubernetes_port_name,
+            discovery_interval_ms,
             heartbeat_ms,
             election_timeout_ms,
             snapshot_every,

@@ -7,6 +7,8 @@
 //! - [`service`]: the activation policy (licensed groups, checks, ePID, answer).
 //! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
 //! - [`admin`]: the admin HTTP API; [`report`] builds its documents.
+//! - [`discovery`]: Kubernetes peer discovery and membership reconciliation.
+//! - [`dns`]: publishing this node's `_vlmcs._tcp` SRV record (RFC 2136 + TSIG).
 //! - [`stats`]: process-local listener counters.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - `telemetry`: logging and OpenTelemetry trace export.
@@ -14,10 +16,13 @@
 //! [`run`] wires them together; `main.rs` only parses arguments.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod discovery;
+pub mod dns;
 pub mod listener;
 pub mod metrics;
 pub mod report;
@@ -151,6 +156,14 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| cfg.cluster_listen.to_string());
     node_cfg.peers = cfg.peer_map()?;
+    let kube_discovery = match cfg.discovery.as_str() {
+        "kubernetes" => Some(discovery::KubeSettings::from_config(&cfg)?),
+        _ => None,
+    };
+    if kube_discovery.is_some() {
+        node_cfg.bootstrap = kms_cluster::node::Bootstrap::External;
+    }
+    let advertise = node_cfg.advertise.clone();
     node_cfg.cache_bytes = cfg.cache_mib * 1024 * 1024;
     node_cfg.heartbeat_ms = cfg.heartbeat_ms;
     node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
@@ -230,6 +243,14 @@ pub async fn run(
         metrics.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let discovery_task = kube_discovery.map(|settings| {
+        tokio::spawn(discovery::run(
+            node.clone(),
+            settings,
+            advertise,
+            stop_rx.clone(),
+        ))
+    });
     let mut tasks = Vec::new();
     for l in listeners {
         tasks.push(tokio::spawn(ctx.clone().serve(l, stop_rx.clone())));
@@ -240,7 +261,7 @@ pub async fn run(
         counters: counters.clone(),
         facts: Arc::new(report::HostFacts {
             listening: kms_addrs.clone(),
-            dns_publishing: false,
+            dns_publishing: cfg.dns_publish,
         }),
         ready: ready.clone(),
         metrics,
@@ -258,6 +279,7 @@ pub async fn run(
         admin: admin_addr,
         cluster: node.grpc_addr(),
     };
+    let dns_publisher = dns::Publisher::spawn(&cfg, port);
     tracing::info!(kms = ?bound.kms, admin = %bound.admin, data_dir = %cfg.data_dir.display(), licensed = ?service.policy().licensed, "kmsd ready");
     on_bound(&bound);
 
@@ -270,7 +292,13 @@ pub async fn run(
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = dns_publisher {
+        p.withdraw().await;
+    }
     let _ = stop_tx.send(true);
+    if let Some(t) = discovery_task {
+        t.abort();
+    }
     for t in tasks {
         let _ = t.await;
     }

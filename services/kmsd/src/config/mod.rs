@@ -105,6 +105,22 @@ pub struct Config {
     pub cluster_advertise: Option<String>,
     /// Static peer list `ID=HOST:PORT,...` including this node; empty: single node.
     pub peers: String,
+    /// How members find each other: `static` (the `peers` list; default) or `kubernetes`
+    /// (EndpointSlices of `kubernetes_service`, size from the StatefulSet).
+    pub discovery: String,
+    /// Kubernetes namespace; default: the pod's service-account namespace file.
+    pub kubernetes_namespace: Option<String>,
+    /// The headless Service governing the StatefulSet (required with `kubernetes`).
+    pub kubernetes_service: Option<String>,
+    /// The StatefulSet; default: `kubernetes_service` without a trailing `-headless`.
+    pub kubernetes_statefulset: Option<String>,
+    /// EndpointSlice port name of the cluster gRPC port. Default `cluster`.
+    pub kubernetes_port_name: String,
+    /// API server URL override (tests, out-of-cluster); default: in-cluster config, else
+    /// the kubeconfig.
+    pub kubernetes_api_url: Option<String>,
+    /// Discovery/reconcile interval, ms. Default 5000.
+    pub discovery_interval_ms: u64,
     /// Raft heartbeat interval, ms. Default 100.
     pub heartbeat_ms: u64,
     /// Raft election timeout lower bound, ms (upper bound is twice it). Default 400.
@@ -135,6 +151,32 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Fraction of activations traced when `otlp_endpoint` is set (parent-based). Default 1.0.
     pub trace_sample_ratio: f64,
+    /// Publish this node's `_vlmcs._tcp` SRV record by RFC 2136 dynamic update (as a
+    /// Microsoft host's DNS publishing does). Default false.
+    pub dns_publish: bool,
+    /// DNS server taking the updates, `IP` or `IP:PORT` (port 53 by default).
+    pub dns_server: Option<String>,
+    /// Zone to update (e.g. `campus.example`).
+    pub dns_zone: Option<String>,
+    /// Domain whose `_vlmcs._tcp.<domain>` clients query; default: `dns_zone`.
+    pub dns_domain: Option<String>,
+    /// This node's host name as clients reach it (SRV target; needs an A/AAAA record).
+    pub dns_target: Option<String>,
+    /// SRV priority (lower is preferred). Default 0.
+    pub dns_priority: u16,
+    /// SRV weight within a priority. Default 0.
+    pub dns_weight: u16,
+    /// SRV record TTL, seconds; the record is re-published every ttl/2 (at most every
+    /// 10 minutes). Default 3600.
+    pub dns_ttl: u32,
+    /// TSIG key name (as in the server's `key "NAME" { ... }`); none: unsigned updates.
+    pub dns_tsig_key_name: Option<String>,
+    /// TSIG secret, base64.
+    pub dns_tsig_secret: Option<String>,
+    /// File holding the TSIG secret (base64, or a BIND key file with `secret "...";`).
+    pub dns_tsig_secret_file: Option<PathBuf>,
+    /// TSIG algorithm: hmac-sha256 (default), hmac-sha384 or hmac-sha512.
+    pub dns_tsig_algorithm: String,
 }
 
 impl Default for Config {
@@ -164,6 +206,13 @@ impl Default for Config {
             cluster_listen: "127.0.0.1:9689".parse().expect("literal"),
             cluster_advertise: None,
             peers: String::new(),
+            discovery: "static".into(),
+            kubernetes_namespace: None,
+            kubernetes_service: None,
+            kubernetes_statefulset: None,
+            kubernetes_port_name: "cluster".into(),
+            kubernetes_api_url: None,
+            discovery_interval_ms: 5000,
             heartbeat_ms: 100,
             election_timeout_ms: 400,
             snapshot_every: 20_000,
@@ -176,6 +225,18 @@ impl Default for Config {
             metrics: true,
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
+            dns_publish: false,
+            dns_server: None,
+            dns_zone: None,
+            dns_domain: None,
+            dns_target: None,
+            dns_priority: 0,
+            dns_weight: 0,
+            dns_ttl: 3600,
+            dns_tsig_key_name: None,
+            dns_tsig_secret: None,
+            dns_tsig_secret_file: None,
+            dns_tsig_algorithm: "hmac-sha256".into(),
         }
     }
 }
@@ -246,6 +307,33 @@ impl Config {
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {
             return invalid("peers", "must include this node's own id (node_id)");
         }
+        match self.discovery.as_str() {
+            "static" => {}
+            "kubernetes" => {
+                if !peers.is_empty() {
+                    return invalid("peers", "must be empty with discovery = kubernetes");
+                }
+                if self
+                    .kubernetes_service
+                    .as_deref()
+                    .is_none_or(|s| s.trim().is_empty())
+                {
+                    return invalid("kubernetes_service", "required with discovery = kubernetes");
+                }
+                if self.kubernetes_port_name.trim().is_empty() {
+                    return invalid("kubernetes_port_name", "must not be empty");
+                }
+                if let Some(u) = &self.kubernetes_api_url {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return invalid("kubernetes_api_url", "must be an http:// or https:// URL");
+                    }
+                }
+                if self.discovery_interval_ms == 0 {
+                    return invalid("discovery_interval_ms", "must be positive");
+                }
+            }
+            _ => return invalid("discovery", "must be `static` or `kubernetes`"),
+        }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             return invalid("trace_sample_ratio", "must be between 0.0 and 1.0");
         }
@@ -257,6 +345,7 @@ impl Config {
         if self.licensed_groups.trim().is_empty() {
             return invalid("licensed_groups", "name at least one group, or `all`");
         }
+        crate::dns::validate(self)?;
         Ok(())
     }
 
@@ -356,6 +445,33 @@ mod tests {
         let mut off = Config::default();
         off.resolve_node_id("kms-cluster-7").unwrap();
         assert_eq!(off.node_id, 1);
+    }
+
+    #[test]
+    fn kubernetes_discovery_settings() {
+        let mut c = Config {
+            discovery: "kubernetes".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "kubernetes_service",
+                ..
+            })
+        ));
+        c.kubernetes_service = Some("kms-headless".into());
+        c.validate().unwrap();
+        c.peers = "1=a:1".into();
+        assert!(c.validate().is_err());
+        c.peers.clear();
+        c.kubernetes_api_url = Some("localhost:6443".into());
+        assert!(c.validate().is_err());
+        let bad = Config {
+            discovery: "dns".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

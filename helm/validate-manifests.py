@@ -37,12 +37,13 @@ PENDING_FLAGS = {
 PENDING_ENV = {
     "KMSD_NODE_ID_FROM_HOSTNAME": "env form of --node-id-from-hostname",
     "KMSD_DISCOVERY": "Kubernetes peer discovery (discovery.kubernetes.enabled)",
-    "KMSD_ADMIN_TOKEN": "admin API bearer token (adminToken.enabled)",
 }
 # Variables the chart sets for Kubernetes' $(VAR) expansion in args, not read by kmsd.
 CHART_ENV = {"POD_NAME", "POD_NAMESPACE"}
 # Keys the chart itself owns in kmsd.toml.
-CHART_TOML_KEYS = {"listen", "admin_listen", "cluster_listen", "data_dir", "catalog_file"}
+CHART_TOML_KEYS = {"listen", "admin_listen", "cluster_listen", "data_dir", "catalog_file", "tls_ca", "tls_cert", "tls_key"}
+# With tls.enabled: kmsd reads the projected Secret for mutual TLS on 9689.
+TLS_TOML = {"tls_ca": "/etc/kmsd/tls/ca.crt", "tls_cert": "/etc/kmsd/tls/tls.crt", "tls_key": "/etc/kmsd/tls/tls.key"}
 # Keys that must never be in kmsd.toml (per pod: flags).
 PER_POD_KEYS = {"node_id", "peers", "cluster_advertise"}
 
@@ -268,7 +269,7 @@ class Checker:
         for key in cfg:
             self.check(case, key in self.keys, f"{ref}: kmsd.toml key {key!r} is not in the README's configuration reference (kmsd rejects unknown keys)")
             self.check(case, key not in PER_POD_KEYS, f"{ref}: kmsd.toml must not set per-pod key {key!r}")
-        for key in CHART_TOML_KEYS - {"catalog_file"}:
+        for key in CHART_TOML_KEYS - {"catalog_file"} - set(TLS_TOML):
             self.check(case, key in cfg, f"{ref}: kmsd.toml lacks {key}")
         for key, value in cfg.items():
             self.check(case, not isinstance(value, float), f"{ref}: kmsd.toml {key} = {value} is a float (kmsd wants an integer)")
@@ -374,6 +375,7 @@ class Checker:
         self.check(case, cfg and cfg.get("log_format") == "json" and cfg.get("listen") == ["0.0.0.0:1688"]
                    and cfg.get("admin_listen") == "0.0.0.0:9688" and cfg.get("cluster_listen") == "0.0.0.0:9689"
                    and cfg.get("data_dir") == "/var/lib/kmsd", f"default kmsd.toml {cfg}")
+        self.check(case, cfg is not None and not any(k in cfg for k in TLS_TOML), "tls.enabled is off, yet kmsd.toml sets tls_*")
         kms = [s for s in by_kind["Service"] if s["spec"].get("clusterIP") != "None"]
         self.check(case, len(kms) == 1 and kms[0]["spec"]["type"] == "ClusterIP" and kms[0]["spec"]["ports"][0]["port"] == 1688,
                    "default KMS Service is not ClusterIP on 1688")
@@ -436,6 +438,7 @@ class Checker:
         self.check(case, any(s.get("secret", {}).get("name") == "kms-cluster-tls"
                              and sorted(i["path"] for i in s["secret"]["items"]) == ["tls/ca.crt", "tls/tls.crt", "tls/tls.key"] for s in srcs),
                    "TLS secret kms-cluster-tls not projected at /etc/kmsd/tls")
+        self.check(case, cfg and all(cfg.get(k) == v for k, v in TLS_TOML.items()), f"tls.enabled but kmsd.toml lacks {TLS_TOML}")
         self.check(case, "Secret" not in by_kind, "existingSecret given, yet the chart renders a Secret")
 
     def case_discovery(self, case, docs, by_kind, sts, pod, cfg, repo):
@@ -456,6 +459,7 @@ class Checker:
         self.check(case, len(tls) == 1 and sorted(tls[0]["data"]) == ["ca.crt", "tls.crt", "tls.key"], "generated TLS Secret")
         self.check(case, any(s["type"] == "Opaque" and "token" in s["data"] for s in secrets.values()), "generated admin token Secret")
         self.check(case, cfg and cfg.get("catalog_file") == "/etc/kmsd/catalog.toml", "catalog_file not set")
+        self.check(case, cfg and all(cfg.get(k) == v for k, v in TLS_TOML.items()), f"tls.enabled but kmsd.toml lacks {TLS_TOML}")
         cm = [c for c in by_kind["ConfigMap"] if "catalog.toml" in c.get("data", {})]
         if self.check(case, len(cm) == 1, "catalog.toml missing"):
             tomllib.loads(cm[0]["data"]["catalog.toml"])

@@ -17,6 +17,16 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts `n` nodes with extra flags and waits until each is ready.
     pub fn start(n: usize, extra: &[&str]) -> LocalCluster {
+        Self::start_with(n, extra, |_| Vec::new())
+    }
+
+    /// Like [`LocalCluster::start`] with flags of its own for each node (`per_node(i)` for
+    /// node id i+1 on 127.0.0.{i+1}), e.g. its TLS certificate.
+    pub fn start_with(
+        n: usize,
+        extra: &[&str],
+        per_node: impl Fn(usize) -> Vec<String>,
+    ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ips: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
         let addrs: Vec<String> = ips
@@ -39,12 +49,14 @@ impl LocalCluster {
                 &addrs[i],
                 "--peers",
                 &peers,
-                "--heartbeat-ms",
-                "50",
-                "--election-timeout-ms",
-                "300",
             ];
+            // Fast Raft timing unless the caller sets its own.
+            if !extra.contains(&"--election-timeout-ms") {
+                args.extend(["--heartbeat-ms", "50", "--election-timeout-ms", "300"]);
+            }
             args.extend_from_slice(extra);
+            let own = per_node(i);
+            args.extend(own.iter().map(String::as_str));
             nodes.push(Kmsd::launch_on(
                 ip,
                 &dir.path().join(format!("node{id}")),

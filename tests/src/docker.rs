@@ -204,6 +204,12 @@ impl DockerCluster {
     /// Creates the networks, volumes and `n` containers (with the harness's Raft timings
     /// plus `extra` kmsd flags), starts them and waits until every node is ready.
     pub fn up(n: usize, extra: &[&str]) -> DockerCluster {
+        Self::up_with_files(n, extra, &[])
+    }
+
+    /// [`DockerCluster::up`], copying each `(host file, container path)` of `files` into
+    /// every container before its first start (e.g. a `--catalog-file`).
+    pub fn up_with_files(n: usize, extra: &[&str], files: &[(&Path, &str)]) -> DockerCluster {
         ensure_image();
         let sfx = random_suffix();
         let base = format!("{PREFIX}-{sfx}");
@@ -261,6 +267,13 @@ impl DockerCluster {
             ELECTION_TIMEOUT_MS.to_string(),
             "--commit-timeout-ms".to_string(),
             COMMIT_TIMEOUT_MS.to_string(),
+            // Every bench client reaches the containers through Docker's port proxy, i.e.
+            // from one source address: the per-source limits would throttle the load
+            // these tests need (they are tested in tests/tests/access.rs).
+            "--requests-per-ip-per-sec".to_string(),
+            "0".to_string(),
+            "--max-connections-per-ip".to_string(),
+            "0".to_string(),
         ];
         for node in &c.nodes {
             let mut args = vec!["volume", "create"];
@@ -317,6 +330,12 @@ impl DockerCluster {
                 &node.name,
             ]);
         }
+        for node in &c.nodes {
+            for (src, dst) in files {
+                let dst = format!("{}:{dst}", node.name);
+                docker_ok(&["cp", &src.display().to_string(), &dst]);
+            }
+        }
         for i in 0..n {
             c.start(i);
         }
@@ -364,6 +383,75 @@ impl DockerCluster {
     pub fn kill(&mut self, i: usize) {
         docker_ok(&["kill", &self.nodes[i].name]);
         self.nodes[i].running = false;
+    }
+
+    /// Stops container `i` gracefully (SIGTERM, SIGKILL after 10 s; its volume stays).
+    pub fn stop(&mut self, i: usize) {
+        docker_ok(&["stop", "-t", "10", &self.nodes[i].name]);
+        self.nodes[i].running = false;
+    }
+
+    /// Freezes every process of container `i` (`docker pause`: cgroup freezer). Its
+    /// ports still accept connections (docker-proxy) but nothing answers: do not ask a
+    /// paused node for its status.
+    pub fn pause(&mut self, i: usize) {
+        docker_ok(&["pause", &self.nodes[i].name]);
+    }
+
+    /// Thaws container `i` after [`DockerCluster::pause`].
+    pub fn unpause(&mut self, i: usize) {
+        docker_ok(&["unpause", &self.nodes[i].name]);
+    }
+
+    /// Name of the cluster's second Raft network (see [`DockerCluster::split_off`];
+    /// removed on drop when it exists).
+    pub fn side_net(&self) -> String {
+        format!("{}-side", self.raft_net)
+    }
+
+    /// Moves the nodes `group` from the raft network onto the side network (created on
+    /// first use, internal, labelled like the rest) under their aliases: they reach each
+    /// other but not the other nodes (a real two-sided partition). Heal with
+    /// [`DockerCluster::rejoin`].
+    pub fn split_off(&mut self, group: &[usize]) {
+        let side = self.side_net();
+        if !docker(&["network", "inspect", &side]).status.success() {
+            let pid = format!("{LABEL_PID}={}", std::process::id());
+            let host = format!("{LABEL_HOST}={}", hostname());
+            docker_ok(&[
+                "network",
+                "create",
+                "--internal",
+                "--label",
+                LABEL,
+                "--label",
+                &pid,
+                "--label",
+                &host,
+                &side,
+            ]);
+        }
+        for &i in group {
+            self.partition(i);
+            docker_ok(&[
+                "network",
+                "connect",
+                "--alias",
+                &self.nodes[i].alias,
+                &side,
+                &self.nodes[i].name,
+            ]);
+        }
+    }
+
+    /// Undoes [`DockerCluster::split_off`] for `group`: off the side network, back on
+    /// the raft network.
+    pub fn rejoin(&mut self, group: &[usize]) {
+        let side = self.side_net();
+        for &i in group {
+            docker_ok(&["network", "disconnect", &side, &self.nodes[i].name]);
+            self.heal(i);
+        }
     }
 
     /// When container `i`'s process last ended (Docker's `State.FinishedAt`), Unix ms.
@@ -606,6 +694,12 @@ impl Drop for DockerCluster {
         args.extend_from_slice(&names);
         let _ = docker(&args);
         let _ = docker(&["network", "rm", &self.clients_net, &self.raft_net]);
+        if docker(&["network", "inspect", &self.side_net()])
+            .status
+            .success()
+        {
+            let _ = docker(&["network", "rm", &self.side_net()]);
+        }
         let vols: Vec<&str> = self.nodes.iter().map(|n| n.volume.as_str()).collect();
         let mut args = vec!["volume", "rm", "-f"];
         args.extend_from_slice(&vols);

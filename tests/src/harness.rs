@@ -214,6 +214,18 @@ impl Kmsd {
         serde_json::from_str(&body).expect("status json")
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "kill -{sig} failed");
+        }
+    }
+
     /// Kills the process (SIGKILL), no shutdown.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -267,6 +279,47 @@ pub fn kmsctl(args: &[&str]) -> Output {
 
 /// Minimal HTTP/1.0 GET: returns status code and body.
 pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    http_get_with(url, &[]).map(|r| (r.code, r.body))
+}
+
+/// An idle TCP connection to `addr` from local address `source` (e.g. `127.0.0.2`), to
+/// exercise a host's per-source rules; held open until dropped.
+pub fn connect_from(source: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&local.into()).expect("bind source");
+    socket.connect(&addr.into()).expect("connect");
+    socket.into()
+}
+
+/// An HTTP answer with its header block (status line and headers, as sent).
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status code.
+    pub code: u16,
+    /// Status line and headers.
+    pub head: String,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Minimal HTTP/1.0 GET with extra request headers (`Name: value` lines).
+pub fn http_get_with(url: &str, headers: &[&str]) -> std::io::Result<HttpReply> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -274,18 +327,24 @@ pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     };
     let mut s = TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let code = buf
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    Ok((code, body))
+    Ok(HttpReply {
+        code,
+        head: head.replace("\r\n", "\n"),
+        body: body.to_string(),
+    })
 }

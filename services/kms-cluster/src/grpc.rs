@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::events::{emit, MembershipChange, MembershipEvent, MembershipEvents, Origin};
 use crate::network::MAX_MESSAGE_SIZE;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer};
@@ -36,6 +37,8 @@ pub struct RaftService {
 #[derive(Clone)]
 pub struct ClusterService {
     raft: Raft,
+    /// Where membership operations are reported (see [`crate::events`]).
+    events: Option<MembershipEvents>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -54,10 +57,18 @@ impl std::fmt::Debug for ClusterService {
 /// [`MAX_MESSAGE_SIZE`]; add them to a
 /// `tonic::transport::Server` (or use [`serve`]).
 pub fn services(raft: Raft) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
+    services_with_events(raft, None)
+}
+
+/// Like [`services`], reporting membership operations to `events`.
+pub fn services_with_events(
+    raft: Raft,
+    events: Option<MembershipEvents>,
+) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
     let raft_server = RaftServer::new(RaftService { raft: raft.clone() })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let cluster_server = ClusterServer::new(ClusterService { raft })
+    let cluster_server = ClusterServer::new(ClusterService { raft, events })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     (raft_server, cluster_server)
@@ -70,11 +81,42 @@ pub async fn serve(
     raft: Raft,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (raft_server, cluster_server) = services(raft);
+    serve_with_events(listener, raft, None, shutdown).await
+}
+
+/// Like [`serve`], reporting membership operations to `events`.
+pub async fn serve_with_events(
+    listener: tokio::net::TcpListener,
+    raft: Raft,
+    events: Option<MembershipEvents>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (raft_server, cluster_server) = services_with_events(raft, events);
     tonic::transport::Server::builder()
         .add_service(raft_server)
         .add_service(cluster_server)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Like [`serve_with_events`], over mutual TLS when `tls` is set: only clients presenting a
+/// certificate signed by the cluster CA get through the handshake (see
+/// [`crate::network::TlsConfig`]).
+pub async fn serve_with_tls(
+    listener: tokio::net::TcpListener,
+    raft: Raft,
+    events: Option<MembershipEvents>,
+    tls: Option<crate::network::TlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let Some(tls) = tls else {
+        return serve_with_events(listener, raft, events, shutdown).await;
+    };
+    let (raft_server, cluster_server) = services_with_events(raft, events);
+    tonic::transport::Server::builder()
+        .add_service(raft_server)
+        .add_service(cluster_server)
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
         .await
 }
 
@@ -175,6 +217,18 @@ impl ClusterService {
         };
         Response::new(ack)
     }
+
+    /// Reports a membership operation and its reply.
+    fn report(&self, change: MembershipChange, peer: Option<std::net::SocketAddr>, ack: &Ack) {
+        emit(
+            self.events.as_ref(),
+            MembershipEvent {
+                change,
+                origin: Origin::Rpc { peer },
+                error: (!ack.error.is_empty()).then(|| ack.error.clone()),
+            },
+        );
+    }
 }
 
 #[tonic::async_trait]
@@ -219,11 +273,11 @@ impl Cluster for ClusterService {
     }
 
     async fn initialize(&self, request: Request<MembersRequest>) -> Result<Response<Ack>, Status> {
-        let members: BTreeMap<NodeId, Node> = request
-            .into_inner()
-            .members
-            .into_iter()
-            .map(|(id, addr)| (id, BasicNode::new(addr)))
+        let peer = request.remote_addr();
+        let requested = request.into_inner().members;
+        let members: BTreeMap<NodeId, Node> = requested
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
             .collect();
         let ack = match self.raft.initialize(members).await {
             Ok(()) => Ack::default(),
@@ -232,6 +286,13 @@ impl Cluster for ClusterService {
                 ..Ack::default()
             },
         };
+        self.report(
+            MembershipChange::Initialize {
+                members: requested.into_iter().collect(),
+            },
+            peer,
+            &ack,
+        );
         Ok(Response::new(ack))
     }
 
@@ -239,20 +300,42 @@ impl Cluster for ClusterService {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<Ack>, Status> {
+        let peer = request.remote_addr();
         let AddLearnerRequest { node_id, addr } = request.into_inner();
         let result = self
             .raft
-            .add_learner(node_id, BasicNode::new(addr), true)
+            .add_learner(node_id, BasicNode::new(addr.clone()), true)
             .await;
-        Ok(self.ack(result))
+        let reply = self.ack(result);
+        self.report(
+            MembershipChange::AddLearner { node_id, addr },
+            peer,
+            reply.get_ref(),
+        );
+        Ok(reply)
     }
 
     async fn change_membership(
         &self,
         request: Request<MembersRequest>,
     ) -> Result<Response<Ack>, Status> {
+        let peer = request.remote_addr();
         let ids: BTreeSet<NodeId> = request.into_inner().members.into_keys().collect();
-        let result = self.raft.change_membership(ids, false).await;
-        Ok(self.ack(result))
+        let before: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let result = self.raft.change_membership(ids.clone(), false).await;
+        let reply = self.ack(result);
+        self.report(
+            MembershipChange::ChangeVoters { before, after: ids },
+            peer,
+            reply.get_ref(),
+        );
+        Ok(reply)
     }
 }

@@ -17,6 +17,7 @@
 //!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
 //!     [`StateHandle`].
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
+//! - [`events`]: membership events (operator RPCs, bootstrap) for the daemon's audit log.
 //! - `error`: [`ClusterError`], this crate's typed errors (mapped to openraft's `StorageError` at
 //!   the trait boundary).
 
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod events;
 pub mod grpc;
 pub mod network;
 pub mod node;

@@ -55,6 +55,12 @@ pub struct NodeConfig {
     pub quorum_loss: QuorumLoss,
     /// Who initializes the cluster.
     pub bootstrap: Bootstrap,
+    /// Where membership operations (operator RPCs, bootstrap) are reported, for an
+    /// audit trail; None: not reported.
+    pub membership_events: Option<crate::events::MembershipEvents>,
+    /// Mutual TLS for the cluster port and every outbound cluster connection; None:
+    /// plaintext (loopback and tests only).
+    pub tls: Option<crate::network::TlsConfig>,
 }
 
 /// Who initializes a fresh cluster.
@@ -117,6 +123,8 @@ impl NodeConfig {
             commit_timeout: Duration::from_secs(2),
             quorum_loss: QuorumLoss::ServeLocal,
             bootstrap: Bootstrap::StaticPeers,
+            membership_events: None,
+            tls: None,
         }
     }
 
@@ -246,7 +254,7 @@ impl ClusterNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            GrpcNetworkFactory,
+            GrpcNetworkFactory::with_tls(config.tls.clone()),
             log_store,
             sm,
         )
@@ -263,11 +271,15 @@ impl ClusterNode {
         let (stop, stop_rx) = watch::channel(false);
         let mut grpc_stop = stop_rx.clone();
         let grpc_raft = raft.clone();
+        let grpc_events = config.membership_events.clone();
+        let grpc_tls = config.tls.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = grpc_stop.changed().await;
             };
-            if let Err(e) = grpc::serve(listener, grpc_raft, shutdown).await {
+            if let Err(e) =
+                grpc::serve_with_tls(listener, grpc_raft, grpc_events, grpc_tls, shutdown).await
+            {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
@@ -444,10 +456,21 @@ impl ClusterNode {
         }
     }
 
+    /// Drops the cached client of `addr`, so the next call connects anew.
+    fn forget_client(&self, addr: &str) {
+        self.clients.lock().expect("clients lock").remove(addr);
+    }
+
     fn client(&self, addr: &str) -> ClusterClient {
         let mut map = self.clients.lock().expect("clients lock");
         map.entry(addr.to_string())
-            .or_insert_with(|| ClusterClient::connect(addr))
+            .or_insert_with(|| {
+                ClusterClient::connect_with(
+                    addr,
+                    crate::network::DEFAULT_REQUEST_TIMEOUT,
+                    self.config.tls.as_ref(),
+                )
+            })
             .clone()
     }
 
@@ -498,8 +521,16 @@ impl ClusterNode {
                             Ok(Ok(ForwardOutcome::NotLeader { .. })) => {
                                 last_error = format!("node {l} is no longer leader");
                             }
-                            Ok(Err(e)) => last_error = format!("forward to node {l}: {e}"),
-                            Err(_) => last_error = format!("forward to node {l} timed out"),
+                            Ok(Err(e)) => {
+                                self.forget_client(&addr);
+                                last_error = format!("forward to node {l}: {e}");
+                            }
+                            Err(_) => {
+                                // The connection may be dead without a reset (the peer was
+                                // cut off): build a fresh one for the next attempt.
+                                self.forget_client(&addr);
+                                last_error = format!("forward to node {l} timed out");
+                            }
                         }
                     }
                     None => last_error = format!("leader {l} has no address"),
@@ -666,6 +697,16 @@ impl ClusterNode {
             match self.raft.initialize(nodes).await {
                 Ok(()) => {
                     tracing::info!(members = ?members, "cluster initialized");
+                    crate::events::emit(
+                        self.config.membership_events.as_ref(),
+                        crate::events::MembershipEvent {
+                            change: crate::events::MembershipChange::Initialize {
+                                members: members.clone(),
+                            },
+                            origin: crate::events::Origin::Bootstrap,
+                            error: None,
+                        },
+                    );
                     return;
                 }
                 Err(e) => {

@@ -48,7 +48,7 @@ impl TestNode {
             .expect("open sled");
         let (log, sm) = open_stores(&db).expect("open raft stores");
         let state = sm.handle();
-        let raft = Raft::new(id, test_config(), GrpcNetworkFactory, log, sm)
+        let raft = Raft::new(id, test_config(), GrpcNetworkFactory::default(), log, sm)
             .await
             .expect("start raft");
 

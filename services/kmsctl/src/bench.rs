@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub struct BenchConfig {
     /// `host:port`.
     pub addr: String,
+    /// Local address to connect from.
+    pub source: Option<std::net::IpAddr>,
     /// Activations to run.
     pub count: usize,
     /// Concurrent clients.
@@ -172,6 +174,7 @@ pub async fn run(cfg: BenchConfig) -> BenchReport {
 async fn one(cfg: &BenchConfig, spec: &RequestSpec) -> Result<u32, ClientError> {
     let opts = ConnectOptions {
         addr: cfg.addr.clone(),
+        source: cfg.source,
         offer: BindOffer::default(),
         timeout: cfg.timeout,
     };

@@ -77,6 +77,32 @@ pub struct ConnectOptions {
     pub offer: BindOffer,
     /// Deadline for the whole exchange.
     pub timeout: Duration,
+    /// Local source address to connect from (None: the system's choice).
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// Connects to `addr`, from `source` when given.
+async fn connect(addr: &str, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for target in tokio::net::lookup_host(addr).await? {
+        if target.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if target.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// A verified activation response.
@@ -113,7 +139,7 @@ impl Connection {
     pub async fn open(opts: &ConnectOptions) -> Result<Connection, ClientError> {
         tokio::time::timeout(opts.timeout, async {
             let mut stream =
-                TcpStream::connect(&opts.addr)
+                connect(&opts.addr, opts.source)
                     .await
                     .map_err(|source| ClientError::Connect {
                         addr: opts.addr.clone(),

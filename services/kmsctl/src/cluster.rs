@@ -1,10 +1,45 @@
 //! `kmsctl cluster ...`: membership and Raft status over the cluster gRPC API. Calls go
 //! to the node named with `--cluster`; membership changes are sent on to the leader when
-//! that node is a follower.
+//! that node is a follower. With `--tls-ca/--tls-cert/--tls-key` ([`TlsArgs`]) every call
+//! uses mutual TLS (needed for a cluster whose nodes set `tls_*`).
 
-use kms_cluster::network::{ClusterClient, NetError};
+use kms_cluster::network::{ClusterClient, NetError, TlsConfig, TlsError, DEFAULT_REQUEST_TIMEOUT};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Mutual TLS for `kmsctl cluster ...`: the cluster CA and an operator (or node)
+/// certificate and key, e.g. from `kmsctl cert client`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Cluster CA certificate (PEM); with --tls-cert and --tls-key: mutual TLS.
+    #[arg(long, env = "KMSCTL_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) signed by the cluster CA.
+    #[arg(long, env = "KMSCTL_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "KMSCTL_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The loaded TLS settings; None when no `--tls-*` is given, an error when only some are.
+    pub fn load(&self) -> Result<Option<TlsConfig>, ClusterCmdError> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsConfig::load(ca, cert, key)?)),
+            _ => Err(ClusterCmdError::Usage(
+                "give all of --tls-ca, --tls-cert and --tls-key, or none".into(),
+            )),
+        }
+    }
+}
+
+/// A client of the node at `addr`, over mutual TLS when `tls` is set.
+pub fn client(addr: &str, tls: Option<&TlsConfig>) -> ClusterClient {
+    ClusterClient::connect_with(addr, DEFAULT_REQUEST_TIMEOUT, tls)
+}
 
 /// Errors of cluster commands.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +48,9 @@ pub enum ClusterCmdError {
     /// A gRPC call failed.
     #[error("{0}")]
     Net(#[from] NetError),
+    /// The TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// The metrics did not have the expected shape.
     #[error("unexpected status from node: {0}")]
     Shape(&'static str),
@@ -48,8 +86,11 @@ pub fn membership(
 }
 
 /// The client of the current leader (following the node's leader hint).
-pub async fn leader_client(addr: &str) -> Result<(ClusterClient, Value), ClusterCmdError> {
-    let c = ClusterClient::connect(addr);
+pub async fn leader_client(
+    addr: &str,
+    tls: Option<&TlsConfig>,
+) -> Result<(ClusterClient, Value), ClusterCmdError> {
+    let c = client(addr, tls);
     let (id, metrics) = c.status().await?;
     match metrics["current_leader"].as_u64() {
         Some(l) if l != id => {
@@ -57,12 +98,28 @@ pub async fn leader_client(addr: &str) -> Result<(ClusterClient, Value), Cluster
             let leader_addr = nodes
                 .get(&l)
                 .ok_or(ClusterCmdError::Shape("leader without address"))?;
-            let lc = ClusterClient::connect(leader_addr);
+            let lc = client(leader_addr, tls);
             let (_, lm) = lc.status().await?;
             Ok((lc, lm))
         }
         _ => Ok((c, metrics)),
     }
+}
+
+/// Whether the leader has replicated any log to node `id` (its `replication` metrics
+/// name a matched log id), checked for up to 3 s.
+pub async fn learner_caught_up(leader: &ClusterClient, id: u64) -> bool {
+    for _ in 0..15 {
+        if let Ok((_, m)) = leader.status().await {
+            if m.pointer(&format!("/replication/{id}"))
+                .is_some_and(|matched| !matched.is_null())
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -107,8 +164,11 @@ pub struct MemberRow {
 }
 
 /// Status of every member, each asked directly.
-pub async fn status(addr: &str) -> Result<Vec<MemberRow>, ClusterCmdError> {
-    let (_, metrics) = ClusterClient::connect(addr).status().await?;
+pub async fn status(
+    addr: &str,
+    tls: Option<&TlsConfig>,
+) -> Result<Vec<MemberRow>, ClusterCmdError> {
+    let (_, metrics) = client(addr, tls).status().await?;
     let (voters, nodes) = membership(&metrics)?;
     let mut rows = Vec::new();
     for (id, a) in nodes {
@@ -127,7 +187,7 @@ pub async fn status(addr: &str) -> Result<Vec<MemberRow>, ClusterCmdError> {
             applied_index: None,
             error: None,
         };
-        match ClusterClient::connect(&a).status().await {
+        match client(&a, tls).status().await {
             Ok((_, m)) => {
                 row.role = m["state"].as_str().map(str::to_lowercase);
                 row.term = m["current_term"].as_u64();

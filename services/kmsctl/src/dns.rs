@@ -445,6 +445,7 @@ pub async fn check(opts: &CheckOptions) -> anyhow::Result<Vec<TargetResult>> {
                     btfn: true,
                 },
                 timeout: opts.timeout,
+                source: None,
             };
             let res = match Connection::open(&copts).await {
                 Ok(mut c) => c.activate(&spec.to_base(), opts.timeout).await,

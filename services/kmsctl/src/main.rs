@@ -39,11 +39,21 @@ enum Cmd {
     /// Load generator: N activations at concurrency C, one connection each.
     Bench(BenchArgs),
     /// Cluster membership and Raft status (gRPC API of a node).
+    Cluster(ClusterArgs),
+    /// Certificates for the cluster's mutual TLS: a CA, node and operator certificates.
     #[command(subcommand)]
-    Cluster(ClusterCmd),
+    Cert(kmsctl::cert::CertCmd),
     /// DNS SRV records (`_vlmcs._tcp`): render zone lines / nsupdate, check resolution.
     #[command(subcommand)]
     Dns(kmsctl::dns::DnsCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    tls: kmsctl::cluster::TlsArgs,
+    #[command(subcommand)]
+    cmd: ClusterCmd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,11 +109,13 @@ enum ClusterCmd {
     },
 }
 
-async fn cluster_cmd(cmd: ClusterCmd) -> anyhow::Result<i32> {
+async fn cluster_cmd(args: ClusterArgs) -> anyhow::Result<i32> {
     use kmsctl::cluster as c;
-    match cmd {
+    let tls = args.tls.load()?;
+    let tls = tls.as_ref();
+    match args.cmd {
         ClusterCmd::Status { cluster, json } => {
-            let rows = c::status(&cluster).await?;
+            let rows = c::status(&cluster, tls).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -112,18 +124,23 @@ async fn cluster_cmd(cmd: ClusterCmd) -> anyhow::Result<i32> {
         }
         ClusterCmd::Init { cluster, members } => {
             let members = c::parse_members(&members)?;
-            kms_cluster::network::ClusterClient::connect(&cluster)
-                .initialize(members)
-                .await?;
+            c::client(&cluster, tls).initialize(members).await?;
             println!("initialized");
         }
         ClusterCmd::AddLearner { cluster, id, addr } => {
-            let (leader, _) = c::leader_client(&cluster).await?;
+            let (leader, _) = c::leader_client(&cluster, tls).await?;
             leader.add_learner(id, &addr).await?;
             println!("node {id} added as learner at {addr}");
+            if !c::learner_caught_up(&leader, id).await {
+                eprintln!(
+                    "warning: node {id} has not received the log yet; if it stays so, check \
+                     that it runs, its address and (with TLS) that its certificate is from \
+                     the cluster CA with a SAN for its host (the leader's log names the error)"
+                );
+            }
         }
         ClusterCmd::Promote { cluster, id } => {
-            let (leader, metrics) = c::leader_client(&cluster).await?;
+            let (leader, metrics) = c::leader_client(&cluster, tls).await?;
             let (mut voters, nodes) = c::membership(&metrics)?;
             if !nodes.contains_key(&id) {
                 bail!("node {id} is not a member; add it with `kmsctl cluster add-learner` first");
@@ -133,7 +150,7 @@ async fn cluster_cmd(cmd: ClusterCmd) -> anyhow::Result<i32> {
             println!("node {id} is a voter");
         }
         ClusterCmd::Remove { cluster, id } => {
-            let (leader, metrics) = c::leader_client(&cluster).await?;
+            let (leader, metrics) = c::leader_client(&cluster, tls).await?;
             let (mut voters, _) = c::membership(&metrics)?;
             if !voters.remove(&id) {
                 bail!("node {id} is not a voter");
@@ -159,6 +176,9 @@ struct Target {
     /// Per-exchange timeout, ms.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Local address to connect from (e.g. 127.0.0.2 to test a host's allowlist).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
 }
 
 impl Target {
@@ -231,10 +251,65 @@ struct AdminArgs {
     /// Admin API base URL.
     #[arg(long, default_value = "http://127.0.0.1:9688")]
     admin: String,
+    /// Admin API bearer token (kmsd's admin_token). Neither this nor --token-file given:
+    /// KMSD_ADMIN_TOKEN, when set (as in a kmsd container).
+    #[arg(long, env = "KMSCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the admin API bearer token (a trailing newline is ignored).
+    #[arg(long, env = "KMSCTL_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// JSON output.
     #[arg(long)]
     json: bool,
 }
+
+impl AdminArgs {
+    /// The bearer token to send, if any.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                bail!("give --token (KMSCTL_TOKEN) or --token-file (KMSCTL_TOKEN_FILE), not both")
+            }
+            (Some(t), None) => Ok(Some(t.trim().to_string())),
+            (None, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the token file {}", p.display()))?;
+                let t = text.trim();
+                if t.is_empty() {
+                    bail!("the token file {} is empty", p.display());
+                }
+                Ok(Some(t.to_string()))
+            }
+            (None, None) => Ok(std::env::var("KMSD_ADMIN_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())),
+        }
+    }
+}
+
+/// Exit code when the admin API refused the request (401).
+const EXIT_UNAUTHORIZED: i32 = 6;
+
+/// The admin API answered 401.
+#[derive(Debug)]
+struct Unauthorized {
+    url: String,
+    sent_token: bool,
+}
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = if self.sent_token {
+            "the admin API rejected the token (check --token, --token-file or KMSCTL_TOKEN)"
+        } else {
+            "the admin API requires a token: pass --token or --token-file, or set KMSCTL_TOKEN"
+        };
+        write!(f, "{}: 401 Unauthorized: {why}", self.url)
+    }
+}
+
+impl std::error::Error for Unauthorized {}
 
 #[derive(Debug, clap::Args)]
 struct ClientsArgs {
@@ -335,6 +410,7 @@ async fn activate(a: ActivateArgs) -> anyhow::Result<i32> {
     };
     let timeout = Duration::from_millis(a.target.timeout_ms);
     let opts = ConnectOptions {
+        source: a.target.source,
         addr: a.target.addr(),
         offer: BindOffer {
             ndr64: !a.no_ndr64,
@@ -438,14 +514,28 @@ fn report_error(a: &ActivateArgs, product: &str, e: &ClientError) {
     }
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
-    let resp = reqwest::Client::builder()
+async fn get_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
+    let mut req = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?
-        .get(url)
+        .get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
         .send()
         .await
         .with_context(|| format!("cannot reach the admin API at {url}"))?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(Unauthorized {
+            url: url.to_string(),
+            sent_token: token.is_some(),
+        }
+        .into());
+    }
     if !resp.status().is_success() {
         bail!("{url} answered {}", resp.status());
     }
@@ -458,14 +548,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Activate(a) => activate(a).await,
         Cmd::Cluster(c) => cluster_cmd(c).await,
+        Cmd::Cert(c) => {
+            kmsctl::cert::run(c)?;
+            Ok(0)
+        }
         Cmd::Dns(c) => kmsctl::dns::run(c).await,
         Cmd::Status(a) => {
             let url = format!("{}/status", a.admin.trim_end_matches('/'));
+            let token = a.token()?;
             if a.json {
-                let v: serde_json::Value = get_json(&url).await?;
+                let v: serde_json::Value = get_json(&url, token.as_deref()).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let r: kms_api::StatusReport = get_json(&url).await?;
+                let r: kms_api::StatusReport = get_json(&url, token.as_deref()).await?;
                 print!("{}", render::status(&r));
             }
             Ok(0)
@@ -484,7 +579,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     now_ms().saturating_sub(h * 3_600_000)
                 ));
             }
-            let list: Vec<kms_api::ClientInfo> = get_json(&url).await?;
+            let token = c.admin.token()?;
+            let list: Vec<kms_api::ClientInfo> = get_json(&url, token.as_deref()).await?;
             if c.admin.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -566,6 +662,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             let report = bench::run(BenchConfig {
                 addr: b.target.addr(),
+                source: b.target.source,
                 count: b.count,
                 concurrency: b.concurrency,
                 rate: b.rate,
@@ -605,7 +702,12 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("kmsctl: {e:#}");
-            std::process::exit(2);
+            let code = if e.is::<Unauthorized>() {
+                EXIT_UNAUTHORIZED
+            } else {
+                2
+            };
+            std::process::exit(code);
         }
     }
 }

@@ -86,12 +86,19 @@ pub const DEFAULT_ALLOW: [&str; 9] = [
 pub struct AccessPolicy {
     /// Networks whose clients may connect.
     pub allow: Vec<Cidr>,
+    /// Networks exempt from the per-address limits below.
+    pub exempt: Vec<Cidr>,
     /// Simultaneous connections from one source address (0 = unlimited).
     pub max_connections_per_ip: usize,
     /// Sustained requests per second from one source address (0 = unlimited).
     pub requests_per_ip_per_sec: f64,
     /// Requests one source address may send in a burst above the sustained rate.
     pub request_burst: f64,
+}
+
+/// Parses a list of CIDRs.
+pub fn parse_cidrs(list: &[String]) -> Result<Vec<Cidr>, CidrError> {
+    list.iter().map(|c| c.parse()).collect()
 }
 
 impl AccessPolicy {
@@ -103,7 +110,12 @@ impl AccessPolicy {
                 .map(|c| c.parse().expect("valid default"))
                 .collect());
         }
-        list.iter().map(|c| c.parse()).collect()
+        parse_cidrs(list)
+    }
+
+    /// Whether `ip` is exempt from the per-address limits.
+    pub fn exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(ip))
     }
 
     /// Whether `ip` is on the allowlist.
@@ -164,13 +176,15 @@ pub struct Gate {
 #[derive(Debug)]
 pub struct Ticket {
     gate: Arc<Gate>,
-    ip: IpAddr,
+    /// The source address holding a per-IP slot (None when exempt).
+    ip: Option<IpAddr>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
         let mut ips = self.gate.ips.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = ips.get_mut(&self.ip) {
+        if let Some(s) = ips.get_mut(&ip) {
             s.connections = s.connections.saturating_sub(1);
         }
     }
@@ -205,6 +219,12 @@ impl Gate {
         if !policy.allows(ip) {
             return Err(Refusal::NotAllowed);
         }
+        if policy.exempt(ip) {
+            return Ok(Ticket {
+                gate: self.clone(),
+                ip: None,
+            });
+        }
         let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
         let state = ips.entry(ip).or_insert_with(|| IpState {
             tokens: policy.request_burst,
@@ -216,14 +236,14 @@ impl Gate {
         state.connections += 1;
         Ok(Ticket {
             gate: self.clone(),
-            ip,
+            ip: Some(ip),
         })
     }
 
     /// Takes one request token for `ip` at `now_ms`; false when over the rate.
     pub fn take_request(&self, ip: IpAddr, now_ms: u64) -> bool {
         let policy = self.policy();
-        if policy.requests_per_ip_per_sec <= 0.0 {
+        if policy.requests_per_ip_per_sec <= 0.0 || policy.exempt(ip.to_canonical()) {
             return true;
         }
         let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,6 +296,7 @@ mod tests {
     fn policy(allow: &[&str]) -> AccessPolicy {
         AccessPolicy {
             allow: allow.iter().map(|c| c.parse().unwrap()).collect(),
+            exempt: vec!["127.0.0.100/32".parse().unwrap()],
             max_connections_per_ip: 2,
             requests_per_ip_per_sec: 10.0,
             request_burst: 3.0,
@@ -332,6 +353,11 @@ mod tests {
         drop(a);
         assert!(g.admit(ip("127.0.0.2")).is_ok());
         assert_eq!(g.admit(ip("10.0.0.1")).unwrap_err(), Refusal::NotAllowed);
+        let exempt: Vec<Ticket> = (0..5)
+            .map(|_| g.admit(ip("127.0.0.100")).unwrap())
+            .collect();
+        assert_eq!(exempt.len(), 5, "exempt sources have no per-IP limit");
+        assert!((0..50).all(|_| g.take_request(ip("127.0.0.100"), 0)));
     }
 
     #[test]

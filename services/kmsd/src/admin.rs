@@ -1,5 +1,9 @@
 //! The admin HTTP API (axum), separate from port 1688: `/livez`, `/readyz`, `/status`,
 //! `/clients`, `/metrics`.
+//!
+//! With an admin token configured, [`protect`] requires `Authorization: Bearer <token>`
+//! on every path except [`OPEN_PATHS`] (probes and Prometheus); failures answer 401 with
+//! `WWW-Authenticate: Bearer` and are written to the audit log.
 
 use crate::metrics::Metrics;
 use crate::report::{self, HostFacts};
@@ -28,6 +32,175 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Prometheus metrics (None when disabled).
     pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Paths served without the admin token: kubelet probes and Prometheus scrapes.
+pub const OPEN_PATHS: [&str; 3] = ["/livez", "/readyz", "/metrics"];
+
+/// Admin API authentication settings.
+pub struct AdminAuth {
+    /// SHA-256 of the required bearer token (compared in constant time); None: open.
+    token_digest: Option<[u8; 32]>,
+    /// Where authentication failures are recorded.
+    audit: Arc<crate::audit::Audit>,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("token", &self.token_digest.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminAuth {
+    /// Requires `token` when given; failures are recorded in `audit`.
+    pub fn new(token: Option<&str>, audit: Arc<crate::audit::Audit>) -> Self {
+        AdminAuth {
+            token_digest: token.map(digest),
+            audit,
+        }
+    }
+
+    /// Checks an `Authorization` header value against the token: Ok, or the reason
+    /// (safe to show the client: it never contains the token).
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), AuthFailure> {
+        let Some(want) = &self.token_digest else {
+            return Ok(());
+        };
+        let Some(value) = authorization else {
+            return Err(AuthFailure::Missing);
+        };
+        let Some(given) = bearer(value) else {
+            return Err(AuthFailure::NotBearer);
+        };
+        if constant_time_eq(&digest_bytes(given), want) {
+            Ok(())
+        } else {
+            Err(AuthFailure::WrongToken)
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header of another scheme, or malformed.
+    NotBearer,
+    /// A bearer token that is not the configured one.
+    WrongToken,
+}
+
+impl AuthFailure {
+    /// Short reason for the audit log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing_token",
+            AuthFailure::NotBearer => "not_bearer",
+            AuthFailure::WrongToken => "invalid_token",
+        }
+    }
+
+    /// The response body.
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => {
+                "unauthorized: this endpoint requires an `Authorization: Bearer <token>` header (the admin token); none was sent\n"
+            }
+            AuthFailure::NotBearer => {
+                "unauthorized: the Authorization header must be `Bearer <token>`\n"
+            }
+            AuthFailure::WrongToken => "unauthorized: the bearer token is not the admin token\n",
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, surrounding spaces ignored).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    digest_bytes(token.as_bytes())
+}
+
+fn digest_bytes(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(b);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d);
+    out
+}
+
+/// Equality without an early exit (the inputs are digests, so lengths match and the
+/// comparison time does not depend on where the token differs, nor on its length).
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Wraps the admin router with the token check (a no-op layer without a token). Serve
+/// it with `into_make_service_with_connect_info::<SocketAddr>()` so failures name the
+/// peer.
+pub fn protect(router: Router, auth: AdminAuth) -> Router {
+    if auth.token_digest.is_none() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(auth),
+        require_token,
+    ))
+}
+
+async fn require_token(
+    State(auth): State<Arc<AdminAuth>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if OPEN_PATHS.contains(&path) {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match auth.check(header) {
+        Ok(()) => next.run(req).await,
+        Err(failure) => {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.to_string());
+            auth.audit.record(
+                "admin.auth_failed",
+                serde_json::json!({
+                    "path": path,
+                    "method": req.method().as_str(),
+                    "peer": peer,
+                    "reason": failure.reason(),
+                }),
+            );
+            let challenge = match failure {
+                AuthFailure::WrongToken => "Bearer realm=\"kmsd\", error=\"invalid_token\"",
+                _ => "Bearer realm=\"kmsd\"",
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, challenge)],
+                failure.message(),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Builds the router.
@@ -97,4 +270,61 @@ async fn clients(State(s): State<AdminState>, Query(q): Query<ClientQuery>) -> i
         seen_since_ms: q.since_ms,
     };
     Json(report::clients(&s.service, filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(token: Option<&str>) -> AdminAuth {
+        AdminAuth::new(token, crate::audit::Audit::new(1, None))
+    }
+
+    #[test]
+    fn token_check() {
+        let a = auth(Some("s3cret"));
+        assert_eq!(a.check(Some(b"Bearer s3cret")), Ok(()));
+        assert_eq!(a.check(Some(b"bearer  s3cret ")), Ok(()));
+        assert_eq!(a.check(None), Err(AuthFailure::Missing));
+        assert_eq!(a.check(Some(b"Bearer wrong")), Err(AuthFailure::WrongToken));
+        assert_eq!(a.check(Some(b"Bearer s3cre")), Err(AuthFailure::WrongToken));
+        assert_eq!(
+            a.check(Some(b"Bearer s3crett")),
+            Err(AuthFailure::WrongToken)
+        );
+        assert_eq!(
+            a.check(Some(b"Basic czNjcmV0")),
+            Err(AuthFailure::NotBearer)
+        );
+        assert_eq!(a.check(Some(b"Bearer")), Err(AuthFailure::NotBearer));
+        assert_eq!(a.check(Some(b"Bearers3cret")), Err(AuthFailure::NotBearer));
+        assert_eq!(a.check(Some(b"s3cret")), Err(AuthFailure::NotBearer));
+        // Without a token everything passes.
+        assert_eq!(auth(None).check(None), Ok(()));
+    }
+
+    #[test]
+    fn messages_never_contain_the_token() {
+        for f in [
+            AuthFailure::Missing,
+            AuthFailure::NotBearer,
+            AuthFailure::WrongToken,
+        ] {
+            assert!(f.message().starts_with("unauthorized: "));
+            assert!(!f.message().contains("s3cret"));
+        }
+        assert!(!format!("{:?}", auth(Some("s3cret"))).contains("s3cret"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_all_bytes() {
+        let a = digest("x");
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        b[31] ^= 1;
+        assert!(!constant_time_eq(&a, &b));
+        b = a;
+        b[0] ^= 0x80;
+        assert!(!constant_time_eq(&a, &b));
+    }
 }

@@ -19,6 +19,15 @@ pub struct Args {
     /// Admin HTTP API address.
     #[arg(long, env = "KMSD_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token required by the admin API (all but /livez, /readyz, /metrics).
+    #[arg(long, env = "KMSD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin API token.
+    #[arg(long, env = "KMSD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Audit log file (JSON lines); default: audit events go to the log.
+    #[arg(long, env = "KMSD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// sled data directory.
     #[arg(long, env = "KMSD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -61,6 +70,29 @@ pub struct Args {
     /// Simultaneous client connections.
     #[arg(long, env = "KMSD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Client network allowed on port 1688 (repeatable; env: comma-separated). None given:
+    /// loopback and private ranges.
+    #[arg(long = "allow-cidr", env = "KMSD_ALLOW_CIDRS", value_delimiter = ',')]
+    pub allow_cidrs: Vec<String>,
+    /// Simultaneous connections per source address (0 = unlimited).
+    #[arg(long, env = "KMSD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Sustained requests per second per source address (0 = unlimited).
+    #[arg(long, env = "KMSD_REQUESTS_PER_IP_PER_SEC")]
+    pub requests_per_ip_per_sec: Option<f64>,
+    /// Request burst per source address.
+    #[arg(long, env = "KMSD_REQUEST_BURST")]
+    pub request_burst: Option<f64>,
+    /// Source network exempt from the per-address limits (repeatable; env: comma-separated).
+    #[arg(
+        long = "limit-exempt-cidr",
+        env = "KMSD_LIMIT_EXEMPT_CIDRS",
+        value_delimiter = ','
+    )]
+    pub limit_exempt_cidrs: Vec<String>,
+    /// Longest a client connection may stay open, ms.
+    #[arg(long, env = "KMSD_CONNECTION_LIFETIME_MS")]
+    pub connection_lifetime_ms: Option<u64>,
     /// This node's stable cluster id.
     #[arg(long, env = "KMSD_NODE_ID")]
     pub node_id: Option<u64>,
@@ -73,6 +105,15 @@ pub struct Args {
     /// Address peers use to reach this node.
     #[arg(long, env = "KMSD_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
+    /// Cluster CA certificate (PEM) for mutual TLS on the cluster port.
+    #[arg(long, env = "KMSD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM) for cluster mutual TLS.
+    #[arg(long, env = "KMSD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM) for cluster mutual TLS.
+    #[arg(long, env = "KMSD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Static peers `ID=HOST:PORT,...` including this node.
     #[arg(long, env = "KMSD_PEERS")]
     pub peers: Option<String>,
@@ -190,6 +231,12 @@ impl Args {
         if !self.listen.is_empty() {
             cfg.listen = self.listen.clone();
         }
+        if !self.allow_cidrs.is_empty() {
+            cfg.allow_cidrs = self.allow_cidrs.clone();
+        }
+        if !self.limit_exempt_cidrs.is_empty() {
+            cfg.limit_exempt_cidrs = self.limit_exempt_cidrs.clone();
+        }
         if let Some(a) = &self.cluster_advertise {
             cfg.cluster_advertise = Some(a.clone());
         }
@@ -215,6 +262,8 @@ impl Args {
         macro_rules! overlay_opt {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = Some(v.clone()); } )* };
         }
+        overlay_opt!(admin_token, admin_token_file, audit_log);
+        overlay_opt!(tls_ca, tls_cert, tls_key);
         overlay_opt!(
             dns_server,
             dns_zone,
@@ -250,6 +299,10 @@ impl Args {
             read_timeout_ms,
             idle_timeout_ms,
             max_connections,
+            max_connections_per_ip,
+            requests_per_ip_per_sec,
+            request_burst,
+            connection_lifetime_ms,
             node_id,
             node_id_from_hostname,
             cluster_listen,
@@ -311,6 +364,30 @@ mod tests {
         assert_eq!(c.renewal_interval, 90);
         assert_eq!(c.activation_interval, 30);
         assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn admin_token_flags() {
+        let args = Args::try_parse_from([
+            "kmsd",
+            "--admin-token",
+            "tok",
+            "--audit-log",
+            "/tmp/audit.jsonl",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("tok"));
+        assert_eq!(c.audit_log, Some(PathBuf::from("/tmp/audit.jsonl")));
+        let both = Args::try_parse_from([
+            "kmsd",
+            "--admin-token",
+            "tok",
+            "--admin-token-file",
+            "/tmp/t",
+        ])
+        .unwrap();
+        assert!(both.resolve().is_err());
     }
 
     #[test]

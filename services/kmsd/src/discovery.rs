@@ -18,8 +18,11 @@
 //!   the StatefulSet cannot be read. The leader never removes itself (openraft 0.9 has no
 //!   leadership transfer): once its pod is deleted, the next leader removes it.
 //!
-//! API errors are logged and retried next round; they never stop the daemon.
+//! API errors are logged and retried next round; they never stop the daemon. Every
+//! membership change (and the initialization) is recorded in the audit log
+//! ([`crate::audit`], events `discovery.*`).
 
+use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -315,6 +318,7 @@ pub async fn run(
     node: Arc<ClusterNode>,
     settings: KubeSettings,
     advertise: String,
+    audit: Arc<Audit>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut source = None;
@@ -339,13 +343,13 @@ pub async fn run(
             }
         }
         if let Some(s) = &source {
-            round(&node, s, &advertise).await;
+            round(&node, s, &advertise, &audit).await;
         }
     }
 }
 
 /// One discovery round.
-async fn round(node: &ClusterNode, source: &KubeSource, advertise: &str) {
+async fn round(node: &ClusterNode, source: &KubeSource, advertise: &str, audit: &Audit) {
     let me = node.node_id();
     let m = node.metrics();
     if me == 1
@@ -372,8 +376,19 @@ async fn round(node: &ClusterNode, source: &KubeSource, advertise: &str) {
             .filter(|(id, _)| **id != me)
             .map(|(_, a)| a.clone())
             .collect();
-        if let Err(e) = node.initialize_alone(&addr, &peers).await {
-            tracing::warn!(error = %e, "kubernetes discovery: cannot initialize the cluster");
+        match node.initialize_alone(&addr, &peers).await {
+            Ok(true) => audit.record(
+                "discovery.initialize",
+                serde_json::json!({ "members": { (me.to_string()): addr }, "ok": true }),
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "kubernetes discovery: cannot initialize the cluster");
+                audit.record(
+                    "discovery.initialize",
+                    serde_json::json!({ "members": { (me.to_string()): addr }, "ok": false, "error": e }),
+                );
+            }
         }
         return;
     }
@@ -423,11 +438,37 @@ async fn round(node: &ClusterNode, source: &KubeSource, advertise: &str) {
         );
     }
     for action in plan(&view, &discovered, replicas) {
-        if let Err(e) = apply(node, &action).await {
+        let result = apply(node, &action).await;
+        let (event, details) = audit_record(&action, &result);
+        audit.record(event, details);
+        if let Err(e) = result {
             tracing::warn!(?action, error = %e, "kubernetes discovery: membership change failed; retrying next round");
             return;
         }
     }
+}
+
+/// The audit event name and details of an applied action.
+pub fn audit_record(
+    action: &Action,
+    result: &Result<(), String>,
+) -> (&'static str, serde_json::Value) {
+    use serde_json::json;
+    let (event, mut details) = match action {
+        Action::SetAddresses(m) => ("discovery.set_addresses", json!({ "addresses": m })),
+        Action::RemoveVoter(id) => ("discovery.remove_voter", json!({ "node_id": id })),
+        Action::RemoveLearner(id) => ("discovery.remove_learner", json!({ "node_id": id })),
+        Action::Promote(id) => ("discovery.promote", json!({ "node_id": id })),
+        Action::Add { id, addr } => (
+            "discovery.add_learner",
+            json!({ "node_id": id, "addr": addr }),
+        ),
+    };
+    details["ok"] = json!(result.is_ok());
+    if let Err(e) = result {
+        details["error"] = json!(e);
+    }
+    (event, details)
 }
 
 /// Applies one action through openraft.
@@ -672,6 +713,38 @@ mod tests {
         );
         let one = view(&[(1, "a:1")], &[]);
         assert!(plan(&one, &BTreeMap::new(), 0).is_empty());
+    }
+
+    #[test]
+    fn audit_event_names() {
+        let (e, d) = audit_record(
+            &Action::Add {
+                id: 2,
+                addr: "b:1".into(),
+            },
+            &Ok(()),
+        );
+        assert_eq!(e, "discovery.add_learner");
+        assert_eq!(
+            d,
+            serde_json::json!({"node_id": 2, "addr": "b:1", "ok": true})
+        );
+        let (e, d) = audit_record(&Action::RemoveVoter(3), &Err("no quorum".into()));
+        assert_eq!(e, "discovery.remove_voter");
+        assert_eq!(d["ok"], false);
+        assert_eq!(d["error"], "no quorum");
+        assert_eq!(
+            audit_record(&Action::Promote(2), &Ok(())).0,
+            "discovery.promote"
+        );
+        assert_eq!(
+            audit_record(&Action::RemoveLearner(4), &Ok(())).0,
+            "discovery.remove_learner"
+        );
+        assert_eq!(
+            audit_record(&Action::SetAddresses(map(&[(1, "a:1")])), &Ok(())).0,
+            "discovery.set_addresses"
+        );
     }
 
     #[test]

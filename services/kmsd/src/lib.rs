@@ -6,7 +6,8 @@
 //! - [`backend`]: the replicated state: a Raft cluster member (one member when single).
 //! - [`service`]: the activation policy (licensed groups, checks, ePID, answer).
 //! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
-//! - [`admin`]: the admin HTTP API; [`report`] builds its documents.
+//! - [`admin`]: the admin HTTP API (optional bearer token); [`report`] builds its documents.
+//! - [`audit`]: the audit log (membership changes, config reloads, auth failures).
 //! - [`discovery`]: Kubernetes peer discovery and membership reconciliation.
 //! - [`dns`]: publishing this node's `_vlmcs._tcp` SRV record (RFC 2136 + TSIG).
 //! - [`stats`]: process-local listener counters.
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod discovery;
 pub mod dns;
 pub mod listener;
 pub mod metrics;
+pub mod reload;
 pub mod report;
 pub mod service;
 pub mod stats;
@@ -137,13 +140,76 @@ pub struct Bound {
     pub cluster: SocketAddr,
 }
 
+/// Runtime hooks the binary hands to [`run`]: configurations re-read on SIGHUP (or why
+/// they could not be read) and the log filter switch.
+#[derive(Default)]
+pub struct Control {
+    /// New configurations to apply (already parsed and validated, or the error).
+    pub reloads: Option<tokio::sync::mpsc::UnboundedReceiver<Result<Config, String>>>,
+    /// Changes the log filter.
+    pub set_log_level: Option<reload::SetLogLevel>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("reloads", &self.reloads.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies configurations from `rx` until it closes; a rejected one changes nothing.
+async fn reload_loop(
+    mut running: Config,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Result<Config, String>>,
+    targets: reload::Targets,
+    audit: Arc<audit::Audit>,
+) {
+    while let Some(next) = rx.recv().await {
+        let outcome =
+            next.and_then(|new| reload::apply(&running, &new, &targets).map_err(|e| e.to_string()));
+        match outcome {
+            Ok((effective, out)) => {
+                running = effective;
+                tracing::info!(applied = ?out.applied, need_restart = ?out.need_restart, "configuration reloaded");
+                audit.record(
+                    "config.reload",
+                    serde_json::json!({"applied": out.applied, "need_restart": out.need_restart}),
+                );
+                if !out.need_restart.is_empty() {
+                    tracing::warn!(keys = ?out.need_restart, "changed settings take effect only after a restart; their running values stay");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "configuration reload rejected; the running configuration stays");
+                audit.record("config.reload_rejected", serde_json::json!({"error": e}));
+            }
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves. `on_bound` is told the bound addresses.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
     on_bound: impl FnOnce(&Bound),
 ) -> Result<(), DaemonError> {
+    run_with(cfg, shutdown, Control::default(), on_bound).await
+}
+
+/// [`run`] with runtime hooks (config reload, log level).
+pub async fn run_with(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    control: Control,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<(), DaemonError> {
     cfg.validate()?;
+    let admin_token = cfg.admin_token()?;
+    let audit = audit::Audit::new(cfg.node_id, cfg.audit_log.as_deref());
+    if admin_token.is_none() && !cfg.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin_listen = %cfg.admin_listen, "the admin API listens beyond loopback without a token: /status and /clients are open to anyone who can reach it; set admin_token or admin_token_file");
+    }
     let catalog = Arc::new(load_catalog(&cfg)?);
     let policy = policy_from(&cfg, &catalog)?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| DaemonError::DataDir {
@@ -156,6 +222,18 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| cfg.cluster_listen.to_string());
     node_cfg.peers = cfg.peer_map()?;
+    node_cfg.tls = cfg.cluster_tls()?;
+    if node_cfg.tls.is_none() && !cfg.cluster_listen.ip().is_loopback() {
+        tracing::warn!(
+            cluster_listen = %cfg.cluster_listen,
+            "cluster traffic (Raft, forwarding, membership) is plaintext and unauthenticated \
+             on a non-loopback address: set tls_ca, tls_cert and tls_key (README, Security)"
+        );
+    }
+    let membership_events = kms_cluster::events::channel();
+    let audit_membership =
+        audit::spawn_membership_forwarder(audit.clone(), membership_events.subscribe());
+    node_cfg.membership_events = Some(membership_events);
     let kube_discovery = match cfg.discovery.as_str() {
         "kubernetes" => Some(discovery::KubeSettings::from_config(&cfg)?),
         _ => None,
@@ -185,6 +263,7 @@ pub async fn run(
     let backend = Backend::new(node.clone());
     let service = Arc::new(Service::new(catalog, policy, backend.clone()));
     let counters = Arc::new(stats::Counters::default());
+    let gate = access::Gate::new(cfg.access_policy()?);
     let metrics = cfg
         .metrics
         .then(|| Arc::new(metrics::Metrics::new(cfg.node_id)));
@@ -238,16 +317,30 @@ pub async fn run(
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
             idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
             max_connections: cfg.max_connections,
+            lifetime: Duration::from_millis(cfg.connection_lifetime_ms),
         },
         counters.clone(),
         metrics.clone(),
+        gate.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Forget idle client addresses once a minute so the per-IP table stays bounded.
+    let sweeper = {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                gate.sweep(now_ms());
+            }
+        })
+    };
     let discovery_task = kube_discovery.map(|settings| {
         tokio::spawn(discovery::run(
             node.clone(),
             settings,
             advertise,
+            audit.clone(),
             stop_rx.clone(),
         ))
     });
@@ -255,6 +348,19 @@ pub async fn run(
     for l in listeners {
         tasks.push(tokio::spawn(ctx.clone().serve(l, stop_rx.clone())));
     }
+    let reloader = control.reloads.map(|rx| {
+        tokio::spawn(reload_loop(
+            cfg.clone(),
+            rx,
+            reload::Targets {
+                gate: gate.clone(),
+                listener: ctx.clone(),
+                service: service.clone(),
+                set_log_level: control.set_log_level.clone(),
+            },
+            audit.clone(),
+        ))
+    });
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = admin::AdminState {
         service: service.clone(),
@@ -267,12 +373,19 @@ pub async fn run(
         metrics,
     };
     let mut admin_stop = stop_rx.clone();
+    let admin_app = admin::protect(
+        admin::router(admin_state),
+        admin::AdminAuth::new(admin_token.as_deref(), audit.clone()),
+    );
     let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.changed().await;
-            })
-            .await;
+        let _ = axum::serve(
+            admin_listener,
+            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_stop.changed().await;
+        })
+        .await;
     });
     let bound = Bound {
         kms: kms_addrs.clone(),
@@ -296,6 +409,10 @@ pub async fn run(
         p.withdraw().await;
     }
     let _ = stop_tx.send(true);
+    sweeper.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(t) = discovery_task {
         t.abort();
     }
@@ -306,6 +423,7 @@ pub async fn run(
     // Give in-flight activations a moment to be answered before the final flush.
     tokio::time::sleep(Duration::from_millis(100)).await;
     node.shutdown().await;
+    audit_membership.abort();
     tracing::info!("state flushed; bye");
     match fatal {
         Some(e) => Err(DaemonError::Fatal(e)),

@@ -1,10 +1,14 @@
 //! The TCP 1688 accept loop and the per-connection read/answer loop.
 //!
-//! Bounds at the edge: a connection semaphore, an idle timeout between PDUs, a read
-//! timeout for each whole PDU, and a maximum PDU size checked from the header before
-//! anything is allocated. Network input never panics the server: every decode error
+//! Bounds at the edge: the access gate (CIDR allowlist, per-source connection limit and
+//! request rate) decided from the peer address before any byte is read, a global
+//! connection cap (excess connections are closed at once so clients move on to the next
+//! SRV target), an idle timeout between PDUs, a read timeout for each whole PDU, a total
+//! connection lifetime, and a maximum PDU size checked from the header before anything
+//! is allocated. Network input never panics the server: every decode error
 //! becomes a fault, a refusal or a closed connection.
 
+use crate::access::{Gate, Refusal};
 use crate::metrics::{Metrics, RequestLabels, RequestResult};
 use crate::service::Service;
 use crate::stats::{Counters, DecodeKind};
@@ -34,6 +38,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Simultaneous connections.
     pub max_connections: usize,
+    /// Longest a connection may stay open (checked between PDUs).
+    pub lifetime: Duration,
 }
 
 /// Binds a listener; IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can share a port.
@@ -59,14 +65,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Listener {
     /// Activation policy and state.
     pub service: Arc<Service>,
-    /// Host negotiation options.
-    pub host: HostOptions,
-    /// Limits.
-    pub limits: Limits,
+    /// Host negotiation options and limits (swapped as a whole on reload; each connection
+    /// keeps the ones it started with).
+    settings: std::sync::RwLock<Arc<(HostOptions, Limits)>>,
     /// Counters for status and tests.
     pub counters: Arc<Counters>,
     /// Prometheus metrics (None when disabled).
     pub metrics: Option<Arc<Metrics>>,
+    /// Client access control.
+    pub gate: Arc<Gate>,
     assoc: AtomicU32,
     slots: Arc<Semaphore>,
 }
@@ -79,14 +86,15 @@ impl Listener {
         limits: Limits,
         counters: Arc<Counters>,
         metrics: Option<Arc<Metrics>>,
+        gate: Arc<Gate>,
     ) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             service,
-            host,
-            limits,
+            settings: std::sync::RwLock::new(Arc::new((host, limits))),
             counters,
             metrics,
+            gate,
             assoc: AtomicU32::new(rand::random::<u32>() & 0x7fff_0000 | 0x1000),
         })
     }
@@ -98,19 +106,24 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.changed() => return,
-                p = self.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
             let accepted = tokio::select! {
                 _ = shutdown.changed() => return,
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    // Decided from the address alone, before reading a byte.
+                    let ticket = match self.gate.admit(peer.ip()) {
+                        Ok(t) => t,
+                        Err(refusal) => {
+                            self.refuse(refusal, peer);
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                        self.refuse(Refusal::GlobalLimit, peer);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let this = self.clone();
                     let sd = shutdown.clone();
@@ -123,6 +136,7 @@ impl Listener {
                         this.counters
                             .open_connections
                             .fetch_sub(1, Ordering::Relaxed);
+                        drop(ticket);
                         drop(permit);
                     });
                 }
@@ -134,6 +148,33 @@ impl Listener {
         }
     }
 
+    /// The negotiation options and limits new connections get.
+    pub fn settings(&self) -> Arc<(HostOptions, Limits)> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the per-connection limits for new connections (reload). The connection
+    /// cap is fixed at start.
+    pub fn set_limits(&self, max_pdu: usize, read: Duration, idle: Duration, lifetime: Duration) {
+        let mut guard = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let (mut host, mut limits) = (guard.0.clone(), guard.1.clone());
+        host.max_pdu = max_pdu;
+        limits.max_pdu = max_pdu;
+        limits.read_timeout = read;
+        limits.idle_timeout = idle;
+        limits.lifetime = lifetime;
+        *guard = Arc::new((host, limits));
+    }
+
+    /// Counts and logs a refused connection (the stream is dropped, i.e. closed).
+    fn refuse(&self, refusal: Refusal, peer: SocketAddr) {
+        self.counters.refusal(refusal);
+        tracing::debug!(%peer, reason = refusal.label(), "connection refused");
+    }
+
     async fn connection(
         &self,
         mut stream: TcpStream,
@@ -141,12 +182,20 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let assoc = self.assoc.fetch_add(1, Ordering::Relaxed);
-        let mut host = HostConnection::new(self.host.clone(), assoc);
-        let mut reader = FrameReader::new(self.limits.max_pdu);
+        let settings = self.settings();
+        let (host_options, limits) = (&settings.0, &settings.1);
+        let mut host = HostConnection::new(host_options.clone(), assoc);
+        let mut reader = FrameReader::new(limits.max_pdu);
+        let end_of_life = tokio::time::Instant::now() + limits.lifetime;
         loop {
             let frame = tokio::select! {
                 _ = shutdown.changed() => return,
-                f = reader.next(&mut stream, &self.limits) => f,
+                _ = tokio::time::sleep_until(end_of_life) => {
+                    self.counters.lifetime_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "closing connection: lifetime reached");
+                    return;
+                }
+                f = reader.next(&mut stream, limits) => f,
             };
             let frame_len = match frame {
                 Ok(n) => n,
@@ -173,7 +222,12 @@ impl Listener {
             // A request PDU carries a KMS message: it gets the activation span (exported
             // only when tracing is on; a disabled callsite otherwise).
             let frame = reader.frame(frame_len);
-            let span = if frame.get(2) == Some(&0) {
+            let is_request = frame.get(2) == Some(&0);
+            if is_request && !self.gate.take_request(peer.ip(), crate::now_ms()) {
+                self.refuse(Refusal::RateLimited, peer);
+                return;
+            }
+            let span = if is_request {
                 tracing::trace_span!(
                     target: "kms_trace",
                     "kms.activation",

@@ -49,7 +49,23 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
             _ = term.recv() => {},
         }
     };
-    let result = kmsd::run(cfg, shutdown, |_| {}).await;
+    // SIGHUP: re-read file, environment and flags; the daemon applies what can change at
+    // runtime and keeps the running configuration when the new one is invalid.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let next = args.resolve().map_err(|e| e.to_string());
+            if reload_tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    let control = kmsd::Control {
+        reloads: Some(reload_rx),
+        set_log_level: telemetry.log_level_switch(),
+    };
+    let result = kmsd::run_with(cfg, shutdown, control, |_| {}).await;
     telemetry.shutdown().await;
     if let Err(e) = result {
         eprintln!("kmsd: {e}");

@@ -6,6 +6,7 @@
 //! Raft view, listener counters — is read at scrape time from the same [`StatusReport`]
 //! `/status` serves, so the two can never disagree.
 
+use crate::access::Refusal;
 use crate::stats::{CounterSnapshot, DecodeKind};
 use kms_api::StatusReport;
 use prometheus::{
@@ -68,6 +69,7 @@ struct Scraped {
     open_connections: IntGauge,
     accepted: IntCounter,
     timeouts: IntCounterVec,
+    refused: IntCounterVec,
     decode_errors: IntCounterVec,
     raft_role: IntGaugeVec,
     raft_term: IntGauge,
@@ -194,6 +196,7 @@ impl Metrics {
             open_connections: gauge(&r, "kms_open_connections", "Client connections open now."),
             accepted: reg(&r, IntCounter::new("kms_connections_accepted_total", "Client connections accepted.").expect("valid metric")),
             timeouts: counter_vec(&r, "kms_connection_timeouts_total", "Client connections closed by a timeout.", &["kind"]),
+            refused: counter_vec(&r, "kms_connections_refused_total", "Client connections refused or closed by access control, by reason.", &["reason"]),
             decode_errors: counter_vec(&r, "kms_decode_errors_total", "Malformed client input, by kind.", &["kind"]),
             raft_role: gauge_vec(&r, "kms_raft_role", "1 for this node's current Raft role.", &["role"]),
             raft_term: gauge(&r, "kms_raft_term", "Current Raft term."),
@@ -300,6 +303,18 @@ impl Scraped {
         mirror(&self.accepted, c.accepted);
         mirror(&self.timeouts.with_label_values(&["idle"]), c.idle_timeouts);
         mirror(&self.timeouts.with_label_values(&["read"]), c.read_timeouts);
+        mirror(
+            &self.timeouts.with_label_values(&["lifetime"]),
+            c.lifetime_timeouts,
+        );
+        for (reason, n) in [
+            (Refusal::NotAllowed, c.refused_not_allowed),
+            (Refusal::PerIpLimit, c.refused_per_ip_limit),
+            (Refusal::GlobalLimit, c.refused_global_limit),
+            (Refusal::RateLimited, c.refused_rate_limited),
+        ] {
+            mirror(&self.refused.with_label_values(&[reason.label()]), n);
+        }
         for kind in DecodeKind::ALL {
             let n = match kind {
                 DecodeKind::Header => c.decode_errors_header,

@@ -100,6 +100,11 @@ impl Service {
         self.policy.read().expect("policy lock").clone()
     }
 
+    /// Replaces the policy (reload); requests already deciding keep the old one.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().expect("policy lock") = Arc::new(policy);
+    }
+
     /// The state backend.
     pub fn backend(&self) -> &Backend {
         &self.backend

@@ -1,6 +1,8 @@
-//! Process-local counters of the listener (connections, timeouts, decode errors). The
+//! Process-local counters of the listener (connections, refusals, timeouts, decode
+//! errors). The
 //! cumulative KMS request statistics live in the replicated state, not here.
 
+use crate::access::Refusal;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,6 +56,10 @@ pub struct Counters {
     pub idle_timeouts: AtomicU64,
     /// Connections closed because a PDU arrived too slowly.
     pub read_timeouts: AtomicU64,
+    /// Connections closed at the end of their allowed lifetime.
+    pub lifetime_timeouts: AtomicU64,
+    /// Connections or requests turned away, by [`Refusal`].
+    refusals: [AtomicU64; 4],
 }
 
 /// A snapshot for `/status`.
@@ -81,6 +87,16 @@ pub struct CounterSnapshot {
     pub idle_timeouts: u64,
     /// See [`Counters::read_timeouts`].
     pub read_timeouts: u64,
+    /// See [`Counters::lifetime_timeouts`].
+    pub lifetime_timeouts: u64,
+    /// Connections refused: source not on the allowlist.
+    pub refused_not_allowed: u64,
+    /// Connections refused: per-source connection limit.
+    pub refused_per_ip_limit: u64,
+    /// Connections refused: global connection cap.
+    pub refused_global_limit: u64,
+    /// Connections closed: per-source request rate exceeded.
+    pub refused_rate_limited: u64,
 }
 
 impl Counters {
@@ -92,6 +108,16 @@ impl Counters {
     /// Malformed inputs of one kind so far.
     pub fn decode_errors(&self, kind: DecodeKind) -> u64 {
         self.decode[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection or request turned away.
+    pub fn refusal(&self, r: Refusal) {
+        self.refusals[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals of one kind so far.
+    pub fn refusals(&self, r: Refusal) -> u64 {
+        self.refusals[r as usize].load(Ordering::Relaxed)
     }
 
     /// Reads all counters.
@@ -109,6 +135,11 @@ impl Counters {
             decode_errors_protocol: d(DecodeKind::Protocol),
             idle_timeouts: self.idle_timeouts.load(Ordering::Relaxed),
             read_timeouts: self.read_timeouts.load(Ordering::Relaxed),
+            lifetime_timeouts: self.lifetime_timeouts.load(Ordering::Relaxed),
+            refused_not_allowed: self.refusals(Refusal::NotAllowed),
+            refused_per_ip_limit: self.refusals(Refusal::PerIpLimit),
+            refused_global_limit: self.refusals(Refusal::GlobalLimit),
+            refused_rate_limited: self.refusals(Refusal::RateLimited),
         }
     }
 }

@@ -52,6 +52,7 @@ pub struct TraceExport {
 pub struct Telemetry {
     _log: Option<WorkerGuard>,
     traces: Option<SdkTracerProvider>,
+    set_log_level: Option<crate::reload::SetLogLevel>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -63,6 +64,11 @@ impl std::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
+    /// Changes the log filter at runtime (None when this call installed nothing).
+    pub fn log_level_switch(&self) -> Option<crate::reload::SetLogLevel> {
+        self.set_log_level.clone()
+    }
+
     /// Exports the spans still buffered and stops the exporter. The flush blocks, so it
     /// runs off the runtime's worker threads (the exporter's connection needs them).
     pub async fn shutdown(&mut self) {
@@ -117,6 +123,7 @@ pub fn init(
     traces: Option<&TraceExport>,
 ) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
@@ -152,8 +159,15 @@ pub fn init(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
     }
+    let set_log_level: crate::reload::SetLogLevel = std::sync::Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("{level:?}: {e}"))?;
+        filter_handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    });
     Ok(Telemetry {
         _log: Some(guard),
         traces: provider,
+        set_log_level: Some(set_log_level),
     })
 }

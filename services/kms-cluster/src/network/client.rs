@@ -10,7 +10,7 @@ use std::time::Duration;
 use kms_state::{Command, CommandResult};
 use tonic::transport::Channel;
 
-use super::{lazy_channel, MAX_MESSAGE_SIZE};
+use super::{lazy_channel, TlsConfig, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_client::ClusterClient as PbClusterClient;
 use crate::pb::{Ack, AddLearnerRequest, ForwardRequest, MembersRequest, StatusRequest};
 use crate::NodeId;
@@ -74,12 +74,10 @@ pub enum NetError {
 
 impl From<tonic::Status> for NetError {
     fn from(status: tonic::Status) -> Self {
+        let message = super::status_text(&status);
         match status.code() {
-            tonic::Code::Unavailable => NetError::Transport(status.message().to_string()),
-            code => NetError::Status {
-                code,
-                message: status.message().to_string(),
-            },
+            tonic::Code::Unavailable => NetError::Transport(message),
+            code => NetError::Status { code, message },
         }
     }
 }
@@ -116,13 +114,22 @@ impl ClusterClient {
 
     /// Like [`ClusterClient::connect`] with another per-call deadline.
     pub fn connect_with_timeout(addr: &str, request_timeout: Duration) -> ClusterClient {
-        let client = lazy_channel(addr, Some(request_timeout))
-            .map(|channel| {
-                PbClusterClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            })
-            .map_err(|e| e.to_string());
+        ClusterClient::connect_with(addr, request_timeout, None)
+    }
+
+    /// Like [`ClusterClient::connect_with_timeout`], over mutual TLS when `tls` is set (this
+    /// certificate as client identity, the server verified against the CA for the host part
+    /// of `addr`).
+    pub fn connect_with(
+        addr: &str,
+        request_timeout: Duration,
+        tls: Option<&TlsConfig>,
+    ) -> ClusterClient {
+        let client = lazy_channel(addr, Some(request_timeout), tls).map(|channel| {
+            PbClusterClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        });
         ClusterClient {
             addr: addr.to_string(),
             client,

@@ -27,24 +27,33 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{lazy_channel, MAX_MESSAGE_SIZE};
+use super::{lazy_channel, TlsConfig, MAX_MESSAGE_SIZE};
 use crate::pb::raft_client::RaftClient;
 use crate::pb::RaftPayload;
 use crate::{Node, NodeId, TypeConfig};
 
 /// Creates a [`GrpcNetwork`] for each peer openraft replicates to or asks for votes.
 ///
-/// Stateless: every client gets its own lazily connected channel, so creating one never
-/// blocks and a peer that is down only fails its RPCs (as `Unreachable`, making openraft back
-/// off).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcNetworkFactory;
+/// Every client gets its own lazily connected channel, so creating one never blocks and a
+/// peer that is down only fails its RPCs (as `Unreachable`, making openraft back off). With
+/// a [`TlsConfig`] ([`GrpcNetworkFactory::with_tls`]) every channel uses mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcNetworkFactory {
+    tls: Option<TlsConfig>,
+}
+
+impl GrpcNetworkFactory {
+    /// A factory whose channels use mutual TLS when `tls` is set (plaintext otherwise).
+    pub fn with_tls(tls: Option<TlsConfig>) -> Self {
+        GrpcNetworkFactory { tls }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
     type Network = GrpcNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> GrpcNetwork {
-        GrpcNetwork::new(target, node.clone())
+        GrpcNetwork::connect(target, node.clone(), self.tls.as_ref())
     }
 }
 
@@ -60,13 +69,18 @@ pub struct GrpcNetwork {
 impl GrpcNetwork {
     /// A client for node `target` at `node.addr` (`host:port`). Does not connect yet.
     pub fn new(target: NodeId, node: Node) -> Self {
-        let client = lazy_channel(&node.addr, None)
+        GrpcNetwork::connect(target, node, None)
+    }
+
+    /// Like [`GrpcNetwork::new`], over mutual TLS when `tls` is set.
+    pub fn connect(target: NodeId, node: Node, tls: Option<&TlsConfig>) -> Self {
+        let client = lazy_channel(&node.addr, None, tls)
             .map(|channel| {
                 RaftClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_SIZE)
                     .max_encoding_message_size(MAX_MESSAGE_SIZE)
             })
-            .map_err(|e| format!("invalid address {:?} of node {target}: {e}", node.addr));
+            .map_err(|e| format!("unusable address {:?} of node {target}: {e}", node.addr));
         GrpcNetwork {
             target,
             node,
@@ -138,7 +152,11 @@ impl GrpcNetwork {
 fn status_to_rpc_error<E: std::error::Error>(
     status: tonic::Status,
 ) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
-    let failure = RpcFailure(format!("{:?}: {}", status.code(), status.message()));
+    let failure = RpcFailure(format!(
+        "{:?}: {}",
+        status.code(),
+        super::status_text(&status)
+    ));
     match status.code() {
         tonic::Code::Unavailable => Unreachable::new(&failure).into(),
         _ => NetworkError::new(&failure).into(),

@@ -64,6 +64,15 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Admin HTTP API address. Default `127.0.0.1:9688`.
     pub admin_listen: SocketAddr,
+    /// Bearer token the admin API requires (all endpoints but `/livez`, `/readyz` and
+    /// `/metrics`); none (default): the admin API is open.
+    pub admin_token: Option<String>,
+    /// File holding the admin token (a trailing newline is ignored).
+    pub admin_token_file: Option<PathBuf>,
+    /// Audit log (membership changes, config reloads, admin authentication failures),
+    /// appended as JSON lines; none (default): audit events go to the log (target
+    /// `kmsd::audit`).
+    pub audit_log: Option<PathBuf>,
     /// Directory of the sled database. Default `./data`.
     pub data_dir: PathBuf,
     /// Product groups this host holds host keys for: `all` or a comma-separated list of
@@ -94,6 +103,22 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Simultaneous client connections. Default 4096.
     pub max_connections: usize,
+    /// Client networks (CIDRs, IPv4 and IPv6) allowed on port 1688, checked before any
+    /// byte is read. Empty (default): loopback, private (RFC 1918, unique-local),
+    /// shared (100.64/10) and link-local ranges.
+    pub allow_cidrs: Vec<String>,
+    /// Simultaneous connections from one source address; 0 = unlimited. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Sustained KMS requests per second from one source address; 0 = unlimited.
+    /// Default 100.
+    pub requests_per_ip_per_sec: f64,
+    /// Requests one source address may send at once above the sustained rate. Default 400.
+    pub request_burst: f64,
+    /// Source networks exempt from the per-address limits (not from the allowlist).
+    /// Default: loopback (local tooling, health checks, benchmarks).
+    pub limit_exempt_cidrs: Vec<String>,
+    /// Longest a client connection may stay open, ms, however active. Default 120000.
+    pub connection_lifetime_ms: u64,
     /// This node's stable id in the cluster. Default 1.
     pub node_id: u64,
     /// Derive `node_id` from the host name's trailing ordinal (`kms-cluster-2` → 3), as
@@ -103,6 +128,16 @@ pub struct Config {
     pub cluster_listen: SocketAddr,
     /// Address peers use to reach this node; default: `cluster_listen`.
     pub cluster_advertise: Option<String>,
+    /// PEM file of the cluster CA. With `tls_cert` and `tls_key` (all three or none) the
+    /// cluster port requires client certificates signed by this CA and every outbound
+    /// cluster connection uses mutual TLS. None (default): plaintext, for loopback and
+    /// tests only.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM file of this node's certificate chain (server and client certificate; needs
+    /// subjectAltNames for the host part of its advertised address).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of this node's private key.
+    pub tls_key: Option<PathBuf>,
     /// Static peer list `ID=HOST:PORT,...` including this node; empty: single node.
     pub peers: String,
     /// How members find each other: `static` (the `peers` list; default) or `kubernetes`
@@ -187,6 +222,9 @@ impl Default for Config {
                 "0.0.0.0:1688".parse().expect("literal"),
             ],
             admin_listen: "127.0.0.1:9688".parse().expect("literal"),
+            admin_token: None,
+            admin_token_file: None,
+            audit_log: None,
             data_dir: PathBuf::from("./data"),
             licensed_groups: "all".into(),
             activation_interval: 120,
@@ -201,10 +239,19 @@ impl Default for Config {
             read_timeout_ms: 5000,
             idle_timeout_ms: 30_000,
             max_connections: 4096,
+            allow_cidrs: Vec::new(),
+            max_connections_per_ip: 256,
+            requests_per_ip_per_sec: 100.0,
+            request_burst: 400.0,
+            limit_exempt_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            connection_lifetime_ms: 120_000,
             node_id: 1,
             node_id_from_hostname: false,
             cluster_listen: "127.0.0.1:9689".parse().expect("literal"),
             cluster_advertise: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             peers: String::new(),
             discovery: "static".into(),
             kubernetes_namespace: None,
@@ -259,6 +306,23 @@ impl Config {
         Self::from_toml(&text, path)
     }
 
+    /// The client access policy these settings describe (after [`Config::validate`]).
+    pub fn access_policy(&self) -> Result<crate::access::AccessPolicy, ConfigError> {
+        let invalid = |key, e: crate::access::CidrError| ConfigError::Invalid {
+            key,
+            message: e.to_string(),
+        };
+        Ok(crate::access::AccessPolicy {
+            allow: crate::access::AccessPolicy::parse_allow(&self.allow_cidrs)
+                .map_err(|e| invalid("allow_cidrs", e))?,
+            exempt: crate::access::parse_cidrs(&self.limit_exempt_cidrs)
+                .map_err(|e| invalid("limit_exempt_cidrs", e))?,
+            max_connections_per_ip: self.max_connections_per_ip,
+            requests_per_ip_per_sec: self.requests_per_ip_per_sec,
+            request_burst: self.request_burst,
+        })
+    }
+
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
@@ -285,6 +349,21 @@ impl Config {
         if self.max_connections == 0 {
             return invalid("max_connections", "must be positive");
         }
+        if let Err(e) = crate::access::AccessPolicy::parse_allow(&self.allow_cidrs) {
+            return invalid("allow_cidrs", &e.to_string());
+        }
+        if let Err(e) = crate::access::parse_cidrs(&self.limit_exempt_cidrs) {
+            return invalid("limit_exempt_cidrs", &e.to_string());
+        }
+        if !(self.requests_per_ip_per_sec >= 0.0 && self.request_burst >= 1.0) {
+            return invalid(
+                "requests_per_ip_per_sec",
+                "the rate must be >= 0 (0 = unlimited) and request_burst >= 1",
+            );
+        }
+        if self.connection_lifetime_ms < self.read_timeout_ms {
+            return invalid("connection_lifetime_ms", "must be at least read_timeout_ms");
+        }
         if self.lcid == 0 || self.lcid > 0xffff {
             return invalid("lcid", "must be a Windows LCID (1..=65535)");
         }
@@ -302,6 +381,32 @@ impl Config {
         }
         if let Err(e) = self.quorum_loss.parse::<kms_cluster::node::QuorumLoss>() {
             return invalid("quorum_loss", &e);
+        }
+        if self.admin_token.is_some() && self.admin_token_file.is_some() {
+            return invalid(
+                "admin_token",
+                "give admin_token or admin_token_file, not both",
+            );
+        }
+        if let Some(t) = &self.admin_token {
+            check_admin_token("admin_token", t)?;
+        }
+        if self
+            .audit_log
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("audit_log", "must be a file path (leave it out for none)");
+        }
+        let tls_set = [&self.tls_ca, &self.tls_cert, &self.tls_key]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if tls_set != 0 && tls_set != 3 {
+            return invalid(
+                "tls_ca",
+                "set all of tls_ca, tls_cert and tls_key (mutual TLS), or none (plaintext)",
+            );
         }
         let peers = self.peer_map()?;
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {
@@ -399,10 +504,86 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML (for `kmsd --print-config`).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    /// The cluster's mutual TLS settings, loaded and checked; None when the `tls_*` keys
+    /// are not set.
+    pub fn cluster_tls(&self) -> Result<Option<kms_cluster::network::TlsConfig>, ConfigError> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key)
+        else {
+            return Ok(None);
+        };
+        kms_cluster::network::TlsConfig::load(ca, cert, key)
+            .map(Some)
+            .map_err(|e| {
+                use kms_cluster::network::TlsError;
+                let key = match &e {
+                    TlsError::Read { what, .. } | TlsError::Pem { what, .. } => match *what {
+                        "CA certificate" => "tls_ca",
+                        "private key" => "tls_key",
+                        _ => "tls_cert",
+                    },
+                    _ => "tls_cert",
+                };
+                ConfigError::Invalid {
+                    key,
+                    message: e.to_string(),
+                }
+            })
     }
+
+    /// The effective configuration as TOML (for `kmsd --print-config`), secrets
+    /// (`admin_token`, `dns_tsig_secret`) replaced by `"<redacted>"`.
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        for secret in [&mut shown.admin_token, &mut shown.dns_tsig_secret] {
+            if secret.is_some() {
+                *secret = Some(REDACTED.into());
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+
+    /// The admin API token: `admin_token`, or the contents of `admin_token_file` (one
+    /// trailing newline removed); None when neither is set.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.admin_token {
+            check_admin_token("admin_token", t)?;
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            key: "admin_token_file",
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let token = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        check_admin_token("admin_token_file", token)?;
+        Ok(Some(token.to_string()))
+    }
+}
+
+/// What `--print-config` shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// An admin token must be non-empty printable ASCII without spaces (it travels in an
+/// HTTP header). The message never contains the token.
+fn check_admin_token(key: &'static str, token: &str) -> Result<(), ConfigError> {
+    if token.is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            message: "the admin token is empty".into(),
+        });
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: "the admin token must be printable ASCII without spaces".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -472,6 +653,99 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn admin_token_sources_and_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "s3cr3t-token\n").unwrap();
+        let from_file = Config {
+            admin_token_file: Some(f.clone()),
+            ..Config::default()
+        };
+        from_file.validate().unwrap();
+        assert_eq!(
+            from_file.admin_token().unwrap().as_deref(),
+            Some("s3cr3t-token")
+        );
+        assert_eq!(Config::default().admin_token().unwrap(), None);
+        let both = Config {
+            admin_token: Some("x".into()),
+            admin_token_file: Some(f.clone()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            both.validate(),
+            Err(ConfigError::Invalid {
+                key: "admin_token",
+                ..
+            })
+        ));
+        std::fs::write(&f, "\n").unwrap();
+        let msg = from_file.admin_token().unwrap_err().to_string();
+        assert!(
+            msg.contains("admin_token_file") && msg.contains("empty"),
+            "{msg}"
+        );
+        let spaced = Config {
+            admin_token: Some("two words".into()),
+            ..Config::default()
+        };
+        let msg = spaced.validate().unwrap_err().to_string();
+        assert!(!msg.contains("two words"), "{msg}");
+        let missing = Config {
+            admin_token_file: Some(dir.path().join("nope")),
+            ..Config::default()
+        };
+        assert!(missing.admin_token().is_err());
+
+        let secret = Config {
+            admin_token: Some("s3cr3t-token".into()),
+            dns_tsig_secret: Some("c2VjcmV0c2VjcmV0".into()),
+            ..Config::default()
+        };
+        let shown = secret.to_toml();
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(!shown.contains("c2VjcmV0c2VjcmV0"), "{shown}");
+        assert!(shown.contains("admin_token = \"<redacted>\""), "{shown}");
+        assert!(
+            shown.contains("dns_tsig_secret = \"<redacted>\""),
+            "{shown}"
+        );
+        // Unset secrets stay unset rather than showing a placeholder.
+        assert!(!Config::default().to_toml().contains(REDACTED));
+    }
+
+    #[test]
+    fn tls_keys_all_or_none() {
+        let some = Config {
+            tls_ca: Some("ca.crt".into()),
+            tls_cert: Some("n.crt".into()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            some.validate(),
+            Err(ConfigError::Invalid { key: "tls_ca", .. })
+        ));
+        let all = Config {
+            tls_key: Some("n.key".into()),
+            ..some
+        };
+        all.validate().unwrap();
+        // Validation does not read the files; loading them names the missing one.
+        let e = all.cluster_tls().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: "tls_ca", message } if message.contains("ca.crt")),
+            "{e}"
+        );
+        assert!(Config::default().cluster_tls().unwrap().is_none());
+        let back = Config::from_toml(
+            "tls_ca = \"/etc/kmsd/tls/ca.crt\"\ntls_cert = \"/etc/kmsd/tls/tls.crt\"\ntls_key = \"/etc/kmsd/tls/tls.key\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(back.tls_key, Some(PathBuf::from("/etc/kmsd/tls/tls.key")));
     }
 
     #[test]

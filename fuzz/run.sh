@@ -20,7 +20,7 @@ cargo fuzz build -s none -O -a
 for t in "${targets[@]}"; do
     echo "== fuzz $t for ${secs}s"
     cargo fuzz run -s none -O -a "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 2>&1 |
-        grep -E '^#[0-9]+ +DONE|^Done|stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|crash' || true
+        grep -E '^#[0-9]+[[:space:]]+DONE|^Done|stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|crash' || true
     if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
         echo "fuzz: $t found crashes: $(ls "artifacts/$t")" >&2
         exit 1

@@ -52,7 +52,26 @@ pub fn free_port() -> u16 {
 }
 
 /// A free TCP port on a loopback address such as `127.0.0.2`.
+///
+/// Drawn from 20000-32767, below the kernel's ephemeral range (32768+): a port the kernel
+/// handed out as `:0` could be taken again as the source port of an outgoing connection
+/// (benches open thousands) before the daemon binds it. Ports handed out by this process
+/// are not handed out twice; the bind check skips ports in use.
 pub fn free_port_on(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7919) % 12_000 + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..12_000 {
+        let port = 20_000 + (NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind((ip, 0))
         .expect("bind ephemeral")
         .local_addr()

@@ -262,21 +262,27 @@ impl Kmsd {
     /// Runs `kmsctl activate` against this host with extra flags; returns the JSON line and
     /// the exit code.
     pub fn activate(&self, extra: &[&str]) -> (serde_json::Value, i32) {
-        let port = self.kms.port().to_string();
-        let host = self.kms.ip().to_string();
-        let mut args = vec!["activate", "--host", &host, "--port", &port, "--json"];
-        args.extend_from_slice(extra);
-        let out = kmsctl(&args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout.lines().last().unwrap_or_default();
-        let v = serde_json::from_str(line).unwrap_or_else(|_| {
-            panic!(
-                "kmsctl printed no JSON: {stdout}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (v, out.status.code().unwrap_or(-1))
+        activate_at(self.kms, extra)
     }
+}
+
+/// Runs `kmsctl activate --json` against the KMS address `addr` with extra flags; returns
+/// the JSON line and the exit code (panics when kmsctl printed no JSON).
+pub fn activate_at(addr: SocketAddr, extra: &[&str]) -> (serde_json::Value, i32) {
+    let port = addr.port().to_string();
+    let host = addr.ip().to_string();
+    let mut args = vec!["activate", "--host", &host, "--port", &port, "--json"];
+    args.extend_from_slice(extra);
+    let out = kmsctl(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "kmsctl activate against {addr} printed no JSON: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.code().unwrap_or(-1))
 }
 
 impl Drop for Kmsd {

@@ -9,7 +9,7 @@
 //! skip) without them.
 
 use kms_tests::compose::{compose_cmd, mounts, repo_root, ComposeProject, KMS_SERVICES};
-use kms_tests::harness::kmsctl;
+use kms_tests::harness::activate_at;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,27 +21,7 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// `kmsctl activate` (Windows 10 Enterprise, a fresh random CMID) against `addr`: the JSON
 /// line and the exit code.
 fn activate(addr: SocketAddr) -> (serde_json::Value, i32) {
-    let port = addr.port().to_string();
-    let host = addr.ip().to_string();
-    let out = kmsctl(&[
-        "activate",
-        "--host",
-        &host,
-        "--port",
-        &port,
-        "--json",
-        "--product",
-        "Windows 10 Enterprise",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let v = serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!(
-            "kmsctl activate against {addr} printed no JSON: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.code().unwrap_or(-1))
+    activate_at(addr, &["--product", "Windows 10 Enterprise"])
 }
 
 /// Activates through `addr` and checks it is a real answer: exit code 3 (answered, count

@@ -17,12 +17,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::events::{emit, MembershipChange, MembershipEvent, MembershipEvents, Origin};
+use crate::handover::HandoverGate;
 use crate::network::MAX_MESSAGE_SIZE;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::pb::{
     Ack, AddLearnerRequest, ForwardRequest, ForwardResponse, MembersRequest, RaftPayload,
-    StatusRequest, StatusResponse,
+    StatusRequest, StatusResponse, TakeLeadershipRequest,
 };
 use crate::{ClusterRequest, Node, NodeId, Raft};
 
@@ -39,6 +40,9 @@ pub struct ClusterService {
     raft: Raft,
     /// Where membership operations are reported (see [`crate::events`]).
     events: Option<MembershipEvents>,
+    /// Closed while this node hands its leadership over: forwarded batches are refused
+    /// with "not the leader" (no hint), so their senders retry at the next leader.
+    handover: HandoverGate,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -65,12 +69,25 @@ pub fn services_with_events(
     raft: Raft,
     events: Option<MembershipEvents>,
 ) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
+    services_with_gate(raft, events, HandoverGate::default())
+}
+
+/// Like [`services_with_events`], refusing forwarded batches while `handover` is closed.
+pub fn services_with_gate(
+    raft: Raft,
+    events: Option<MembershipEvents>,
+    handover: HandoverGate,
+) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
     let raft_server = RaftServer::new(RaftService { raft: raft.clone() })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let cluster_server = ClusterServer::new(ClusterService { raft, events })
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let cluster_server = ClusterServer::new(ClusterService {
+        raft,
+        events,
+        handover,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
     (raft_server, cluster_server)
 }
 
@@ -91,33 +108,44 @@ pub async fn serve_with_events(
     events: Option<MembershipEvents>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (raft_server, cluster_server) = services_with_events(raft, events);
-    tonic::transport::Server::builder()
-        .add_service(raft_server)
-        .add_service(cluster_server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    serve_with_tls(
+        listener,
+        raft,
+        events,
+        None,
+        HandoverGate::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Like [`serve_with_events`], over mutual TLS when `tls` is set: only clients presenting a
 /// certificate signed by the cluster CA get through the handshake (see
-/// [`crate::network::TlsConfig`]).
+/// [`crate::network::TlsConfig`]), refusing forwarded batches while `handover` is closed.
 pub async fn serve_with_tls(
     listener: tokio::net::TcpListener,
     raft: Raft,
     events: Option<MembershipEvents>,
     tls: Option<crate::network::TlsConfig>,
+    handover: HandoverGate,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let Some(tls) = tls else {
-        return serve_with_events(listener, raft, events, shutdown).await;
-    };
-    let (raft_server, cluster_server) = services_with_events(raft, events);
-    tonic::transport::Server::builder()
+    let (raft_server, cluster_server) = services_with_gate(raft, events, handover);
+    let server = tonic::transport::Server::builder()
         .add_service(raft_server)
-        .add_service(cluster_server)
-        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await
+        .add_service(cluster_server);
+    match tls {
+        Some(tls) => {
+            server
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await
+        }
+        None => {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &[u8]) -> Result<T, Status> {
@@ -239,6 +267,10 @@ impl Cluster for ClusterService {
     ) -> Result<Response<ForwardResponse>, Status> {
         let span = crate::trace_ctx::server_span("cluster.forward", request.metadata());
         let commands = decode("commands", &request.into_inner().commands_json)?;
+        if self.handover.is_closed() {
+            // Handing leadership over: no leader to name yet; the sender retries.
+            return Ok(Response::new(ForwardResponse::default()));
+        }
         let write = self.raft.client_write(ClusterRequest::new(commands));
         let reply = match tracing::Instrument::instrument(write, span).await {
             Ok(written) => ForwardResponse {
@@ -337,5 +369,24 @@ impl Cluster for ClusterService {
             reply.get_ref(),
         );
         Ok(reply)
+    }
+
+    async fn take_leadership(
+        &self,
+        request: Request<TakeLeadershipRequest>,
+    ) -> Result<Response<Ack>, Status> {
+        let TakeLeadershipRequest {
+            leader_id,
+            term,
+            last_log_index,
+        } = request.into_inner();
+        let ack = match crate::handover::accept(&self.raft, leader_id, term, last_log_index) {
+            Ok(()) => Ack::default(),
+            Err(refusal) => Ack {
+                error: refusal.to_string(),
+                ..Ack::default()
+            },
+        };
+        Ok(Response::new(ack))
     }
 }

@@ -17,6 +17,7 @@
 //!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
 //!     [`StateHandle`].
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
+//! - [`handover`]: leadership hand-over when a leader stops gracefully.
 //! - [`events`]: membership events (operator RPCs, bootstrap) for the daemon's audit log.
 //! - `error`: [`ClusterError`], this crate's typed errors (mapped to openraft's `StorageError` at
 //!   the trait boundary).
@@ -27,6 +28,7 @@
 mod error;
 pub mod events;
 pub mod grpc;
+pub mod handover;
 pub mod network;
 pub mod node;
 pub mod outbox;

@@ -7,6 +7,7 @@
 //! leader change is applied once (the state machine deduplicates by request id).
 
 use crate::grpc;
+use crate::handover::{self, Handover, HandoverGate};
 use crate::network::{ClusterClient, ForwardOutcome, GrpcNetworkFactory};
 use crate::outbox::{self, Outbox};
 use crate::{open_stores, ClusterRequest, Node, NodeId, Raft, StateHandle};
@@ -207,6 +208,8 @@ pub struct ClusterNode {
     outbox: Outbox,
     /// Unix ms when this node last knew a leader with a quorum (for staleness).
     last_quorum_ms: AtomicU64,
+    /// Closed when this node, stopping as leader, hands leadership over.
+    handover: HandoverGate,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -273,12 +276,21 @@ impl ClusterNode {
         let grpc_raft = raft.clone();
         let grpc_events = config.membership_events.clone();
         let grpc_tls = config.tls.clone();
+        let gate = HandoverGate::default();
+        let grpc_gate = gate.clone();
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = grpc_stop.changed().await;
             };
-            if let Err(e) =
-                grpc::serve_with_tls(listener, grpc_raft, grpc_events, grpc_tls, shutdown).await
+            if let Err(e) = grpc::serve_with_tls(
+                listener,
+                grpc_raft,
+                grpc_events,
+                grpc_tls,
+                grpc_gate,
+                shutdown,
+            )
+            .await
             {
                 tracing::error!(error = %e, "gRPC server failed");
             }
@@ -296,6 +308,7 @@ impl ClusterNode {
             db,
             outbox,
             last_quorum_ms: AtomicU64::new(now_ms()),
+            handover: gate,
         });
         tokio::spawn(node.clone().batcher(rx));
         tokio::spawn(node.clone().replayer(node.stop.subscribe()));
@@ -373,16 +386,41 @@ impl ClusterNode {
         rx.await.map_err(|_| SubmitError::Stopped)?
     }
 
-    /// Stops accepting commands, hands leadership over when possible, stops Raft and the
-    /// gRPC server, flushes sled.
-    pub async fn shutdown(&self) {
+    /// Stops accepting commands, hands leadership over when this node leads (see
+    /// [`crate::handover`]), stops Raft and the gRPC server, flushes sled. Returns what the
+    /// hand-over achieved (None: nothing to hand over).
+    pub async fn shutdown(&self) -> Option<Handover> {
         self.tx.lock().expect("tx lock").take();
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let handover =
+            handover::hand_over(&self.raft, &self.handover, |addr| self.client(addr)).await;
+        match &handover {
+            Some(Handover::Done {
+                new_leader,
+                new_term,
+                took,
+                ..
+            }) => tracing::info!(
+                new_leader,
+                term = new_term,
+                took_ms = took.as_millis() as u64,
+                "leadership handed over"
+            ),
+            Some(Handover::Failed {
+                successor, reason, ..
+            }) => tracing::warn!(
+                ?successor,
+                reason,
+                "leadership not handed over; the other voters will elect a leader"
+            ),
+            None => {}
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
         let _ = self.stop.send(true);
         let _ = self.db.flush_async().await;
+        handover
     }
 
     async fn batcher(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -501,6 +539,9 @@ impl ClusterNode {
                 (m.current_leader, addr)
             };
             match leader {
+                Some(l) if l == self.config.node_id && self.handover.is_closed() => {
+                    last_error = "leadership is being handed over".into();
+                }
                 Some(l) if l == self.config.node_id => {
                     let req = ClusterRequest::new(cmds.to_vec());
                     match tokio::time::timeout_at(deadline, self.raft.client_write(req)).await {

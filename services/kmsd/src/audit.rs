@@ -17,12 +17,16 @@
 //! - `discovery.initialize`, `discovery.add_learner`, `discovery.promote`,
 //!   `discovery.remove_voter`, `discovery.remove_learner`, `discovery.set_addresses`:
 //!   Kubernetes discovery's changes.
+//! - `cluster.leadership_handover`, `cluster.leadership_handover_failed`: this node,
+//!   stopping as leader, handed leadership over (`successor`, `new_leader`, `from_term`,
+//!   `new_term`, `took_ms`) or could not (`successor`, `reason`, `took_ms`).
 //! - `admin.auth_failed`: an admin API request without a valid token (`path`, `peer`,
 //!   `reason`).
 //! - `config.reload`, `config.reload_rejected`: a configuration reload applied or refused
 //!   (recorded by the reload code).
 
 use kms_cluster::events::{MembershipChange, MembershipEvent, Origin};
+use kms_cluster::handover::Handover;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -124,6 +128,33 @@ pub fn membership_record(e: &MembershipEvent) -> (&'static str, Value) {
         details["error"] = json!(err);
     }
     (event, details)
+}
+
+/// The event name and details of a leadership hand-over at shutdown.
+pub fn handover_record(h: &Handover) -> (&'static str, Value) {
+    match h {
+        Handover::Done {
+            successor,
+            new_leader,
+            from_term,
+            new_term,
+            took,
+        } => (
+            "cluster.leadership_handover",
+            json!({ "successor": successor, "new_leader": new_leader, "from_term": from_term,
+                    "new_term": new_term, "took_ms": took.as_millis() as u64 }),
+        ),
+        Handover::Failed {
+            successor,
+            from_term,
+            reason,
+            took,
+        } => (
+            "cluster.leadership_handover_failed",
+            json!({ "successor": successor, "from_term": from_term, "reason": reason,
+                    "took_ms": took.as_millis() as u64 }),
+        ),
+    }
 }
 
 fn open(path: &Path) -> std::io::Result<std::fs::File> {
@@ -281,5 +312,32 @@ mod tests {
         assert_eq!(d["ok"], false);
         assert_eq!(d["error"], "boom");
         assert!(d.get("peer").is_none());
+    }
+
+    #[test]
+    fn handover_records() {
+        use std::time::Duration;
+        let (e, d) = handover_record(&Handover::Done {
+            successor: 2,
+            new_leader: 2,
+            from_term: 4,
+            new_term: 5,
+            took: Duration::from_millis(31),
+        });
+        assert_eq!(e, "cluster.leadership_handover");
+        assert_eq!(
+            d,
+            json!({"successor": 2, "new_leader": 2, "from_term": 4, "new_term": 5, "took_ms": 31})
+        );
+        let (e, d) = handover_record(&Handover::Failed {
+            successor: None,
+            from_term: 4,
+            reason: "no voter has the whole log yet".into(),
+            took: Duration::from_millis(1600),
+        });
+        assert_eq!(e, "cluster.leadership_handover_failed");
+        assert_eq!(d["successor"], Value::Null);
+        assert_eq!(d["reason"], "no voter has the whole log yet");
+        assert_eq!(d["took_ms"], 1600);
     }
 }

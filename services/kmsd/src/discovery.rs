@@ -15,8 +15,9 @@
 //!   with an ordinal below `replicas`, remove members above it one at a time, refresh
 //!   changed addresses), which are then applied through openraft. A pod that merely
 //!   disappears from the slices (crash, restart) is never removed; nothing happens while
-//!   the StatefulSet cannot be read. The leader never removes itself (openraft 0.9 has no
-//!   leadership transfer): once its pod is deleted, the next leader removes it.
+//!   the StatefulSet cannot be read. The leader never removes itself: once its pod is
+//!   deleted it hands leadership over on the way out (`kms_cluster::handover`) and the
+//!   next leader removes it.
 //!
 //! API errors are logged and retried next round; they never stop the daemon. Every
 //! membership change (and the initialization) is recorded in the audit log

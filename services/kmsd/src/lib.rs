@@ -422,7 +422,10 @@ pub async fn run_with(
     let _ = admin_task.await;
     // Give in-flight activations a moment to be answered before the final flush.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    node.shutdown().await;
+    if let Some(handover) = node.shutdown().await {
+        let (event, details) = audit::handover_record(&handover);
+        audit.record(event, details);
+    }
     audit_membership.abort();
     tracing::info!("state flushed; bye");
     match fatal {

@@ -12,7 +12,9 @@ use tonic::transport::Channel;
 
 use super::{lazy_channel, TlsConfig, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_client::ClusterClient as PbClusterClient;
-use crate::pb::{Ack, AddLearnerRequest, ForwardRequest, MembersRequest, StatusRequest};
+use crate::pb::{
+    Ack, AddLearnerRequest, ForwardRequest, MembersRequest, StatusRequest, TakeLeadershipRequest,
+};
 use crate::NodeId;
 
 /// Deadline of one call made by a client from [`ClusterClient::connect`]: generous, because
@@ -227,6 +229,26 @@ impl ClusterClient {
             .client()?
             .change_membership(MembersRequest {
                 members: members.into_iter().map(|id| (id, String::new())).collect(),
+            })
+            .await?
+            .into_inner();
+        ack_result(ack)
+    }
+
+    /// Asks this node to campaign because `leader_id`, its leader at `term`, is stopping
+    /// (see [`crate::handover`]). Fails with [`NetError::Remote`] when it refuses.
+    pub async fn take_leadership(
+        &self,
+        leader_id: NodeId,
+        term: u64,
+        last_log_index: Option<u64>,
+    ) -> Result<(), NetError> {
+        let ack = self
+            .client()?
+            .take_leadership(TakeLeadershipRequest {
+                leader_id,
+                term,
+                last_log_index,
             })
             .await?
             .into_inner();

@@ -1,0 +1,414 @@
+//! Leadership hand-over when a leader stops gracefully.
+//!
+//! Owns both sides of the protocol:
+//! - the leader ([`hand_over`]): closes its write gate ([`HandoverGate`]: forwarded batches
+//!   get "not the leader" and are retried by their senders), waits until everything in its
+//!   log is applied and a voter has matched all of it ([`pick_successor`]), stops sending
+//!   heartbeats and asks that voter to campaign (`TakeLeadership` RPC), then waits until a
+//!   leader of a newer term is known before Raft is stopped;
+//! - the successor ([`accept`]): checks the request comes from the leader it follows, at
+//!   its term, and that it holds the leader's last log index, then campaigns until a leader
+//!   of a newer term is known or a deadline passes.
+//!
+//! openraft 0.9 has no transfer call, and voters refuse a vote while their leader lease
+//! (`election_timeout_max` since the leader's last message) runs. The old leader's own vote
+//! is not renewed by its heartbeats, so it grants the successor's vote at once: in a
+//! 3-voter cluster the successor wins immediately (its vote plus the old leader's). With
+//! more voters the successor keeps campaigning every heartbeat interval and wins as soon
+//! as the others' leases expire — still before their own election timers would fire
+//! (lease plus a random election timeout), and without split votes. If anything fails the
+//! remaining voters elect a leader on their own, as after a crash.
+
+use crate::network::ClusterClient;
+use crate::{Node, NodeId, Raft};
+use openraft::{RaftMetrics, ServerState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Closed while this node hands its leadership over: it takes no new writes.
+#[derive(Debug, Clone, Default)]
+pub struct HandoverGate(Arc<AtomicBool>);
+
+impl HandoverGate {
+    /// Stops new writes on this node.
+    pub fn close(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether writes are refused (a hand-over has begun).
+    pub fn is_closed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a hand-over achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// A leader of a newer term took over.
+    Done {
+        /// The voter asked to campaign.
+        successor: NodeId,
+        /// The leader now known (normally `successor`).
+        new_leader: NodeId,
+        /// The term this node led.
+        from_term: u64,
+        /// The new leader's term.
+        new_term: u64,
+        /// From closing the gate to seeing the new leader.
+        took: Duration,
+    },
+    /// Leadership was not handed over; the other voters elect a leader by themselves.
+    Failed {
+        /// The voter asked to campaign, if one was picked.
+        successor: Option<NodeId>,
+        /// The term this node led.
+        from_term: u64,
+        /// Why.
+        reason: String,
+        /// Time spent trying.
+        took: Duration,
+    },
+}
+
+/// Why no voter can take over right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoSuccessor {
+    /// This node does not lead.
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// This node is the only voter.
+    #[error("no other voter")]
+    NoOtherVoter,
+    /// Entries are not applied yet on the leader.
+    #[error("log not yet applied up to its last index")]
+    Unapplied,
+    /// No other voter has matched the whole log yet.
+    #[error("no voter has the whole log yet")]
+    NoneCaughtUp,
+}
+
+/// The voter to hand leadership to: one that has matched the leader's whole (applied)
+/// log; among several, the lowest id (deterministic, so operators can tell in advance).
+pub fn pick_successor(m: &RaftMetrics<NodeId, Node>) -> Result<NodeId, NoSuccessor> {
+    if m.state != ServerState::Leader {
+        return Err(NoSuccessor::NotLeader);
+    }
+    let others: Vec<NodeId> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != m.id)
+        .collect();
+    if others.is_empty() {
+        return Err(NoSuccessor::NoOtherVoter);
+    }
+    let last = m.last_log_index;
+    if m.last_applied.map(|l| l.index) != last {
+        return Err(NoSuccessor::Unapplied);
+    }
+    let replication = m.replication.as_ref();
+    others
+        .into_iter()
+        .find(|id| {
+            let matched = replication
+                .and_then(|r| r.get(id))
+                .and_then(|l| l.map(|l| l.index));
+            matched == last
+        })
+        .ok_or(NoSuccessor::NoneCaughtUp)
+}
+
+/// Hands leadership over (leader side); None when there is nothing to hand over (not the
+/// leader, or the only voter). `client` gives the cluster client for a node address.
+pub async fn hand_over(
+    raft: &Raft,
+    gate: &HandoverGate,
+    client: impl Fn(&str) -> ClusterClient,
+) -> Option<Handover> {
+    let start = Instant::now();
+    let first = raft.metrics().borrow().clone();
+    match pick_successor(&first) {
+        Err(NoSuccessor::NotLeader) | Err(NoSuccessor::NoOtherVoter) => return None,
+        _ => {}
+    }
+    let from_term = first.current_term;
+    let config = raft.config().clone();
+    let heartbeat = Duration::from_millis(config.heartbeat_interval.max(10));
+    let lease = Duration::from_millis(config.election_timeout_max);
+    let failed = |successor: Option<NodeId>, reason: String| Handover::Failed {
+        successor,
+        from_term,
+        reason,
+        took: start.elapsed(),
+    };
+    gate.close();
+    tracing::info!(term = from_term, "handing leadership over: writes stopped");
+
+    // 1. Everything written is applied and some voter has all of it.
+    let catch_up_until = start + 2 * lease;
+    let mut rx = raft.metrics();
+    let successor = loop {
+        let m = rx.borrow_and_update().clone();
+        match pick_successor(&m) {
+            Ok(id) => break id,
+            Err(NoSuccessor::NotLeader) => {
+                return Some(failed(None, "lost leadership while preparing".into()))
+            }
+            Err(e) if Instant::now() >= catch_up_until => return Some(failed(None, e.to_string())),
+            Err(_) => {}
+        }
+        let _ = raft.trigger().heartbeat().await;
+        let _ = tokio::time::timeout(heartbeat, rx.changed()).await;
+    };
+    let Some(addr) = first
+        .membership_config
+        .membership()
+        .get_node(&successor)
+        .map(|n| n.addr.clone())
+    else {
+        return Some(failed(Some(successor), "successor has no address".into()));
+    };
+
+    // 2. Stop renewing the voters' lease, never campaign again here, ask the successor.
+    raft.runtime_config().heartbeat(false);
+    raft.runtime_config().elect(false);
+    let last_log_index = rx.borrow().last_log_index;
+    let asked = tokio::time::timeout(
+        lease,
+        client(&addr).take_leadership(first.id, from_term, last_log_index),
+    )
+    .await;
+    match asked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Some(failed(Some(successor), format!("node {successor}: {e}"))),
+        Err(_) => {
+            return Some(failed(
+                Some(successor),
+                format!("node {successor} did not answer"),
+            ))
+        }
+    }
+
+    // 3. Wait for a leader of a newer term (the successor, unless it failed).
+    let until = Instant::now() + 3 * lease;
+    loop {
+        let m = rx.borrow_and_update().clone();
+        if let Some(new_leader) = m.current_leader.filter(|l| *l != m.id) {
+            if m.current_term > from_term {
+                return Some(Handover::Done {
+                    successor,
+                    new_leader,
+                    from_term,
+                    new_term: m.current_term,
+                    took: start.elapsed(),
+                });
+            }
+        }
+        if Instant::now() >= until {
+            return Some(failed(
+                Some(successor),
+                "no new leader before the deadline".into(),
+            ));
+        }
+        let _ = tokio::time::timeout_at(until, rx.changed()).await;
+    }
+}
+
+/// Why a `TakeLeadership` request was refused (successor side).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The sender is not the leader this node follows at that term.
+    #[error("node {from} at term {term} is not my leader (leader {leader:?}, term {my_term})")]
+    NotMyLeader {
+        /// Sender.
+        from: NodeId,
+        /// Sender's term.
+        term: u64,
+        /// The leader this node knows.
+        leader: Option<NodeId>,
+        /// This node's term.
+        my_term: u64,
+    },
+    /// This node is not a voter.
+    #[error("not a voter")]
+    NotVoter,
+    /// This node lacks entries the leader has.
+    #[error("log behind: have {have:?}, leader has {want:?}")]
+    Behind {
+        /// This node's last log index.
+        have: Option<u64>,
+        /// The leader's.
+        want: Option<u64>,
+    },
+}
+
+/// Successor side: checks the request and starts campaigning in the background.
+pub fn accept(
+    raft: &Raft,
+    from: NodeId,
+    term: u64,
+    last_log_index: Option<u64>,
+) -> Result<(), Refusal> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(from) || m.current_term != term || from == m.id {
+        return Err(Refusal::NotMyLeader {
+            from,
+            term,
+            leader: m.current_leader,
+            my_term: m.current_term,
+        });
+    }
+    if !m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == m.id)
+    {
+        return Err(Refusal::NotVoter);
+    }
+    if m.last_log_index < last_log_index {
+        return Err(Refusal::Behind {
+            have: m.last_log_index,
+            want: last_log_index,
+        });
+    }
+    tracing::info!(from, term, "taking leadership over: campaigning");
+    tokio::spawn(campaign(raft.clone(), term));
+    Ok(())
+}
+
+/// Campaigns until a leader of a term after `term` is known, for at most three leases:
+/// once at once (enough when the old leader's vote completes a quorum), then from the end
+/// of this node's own lease — the other followers heard the same last heartbeat, so theirs
+/// ends about then — every heartbeat interval.
+async fn campaign(raft: Raft, term: u64) {
+    let config = raft.config().clone();
+    let retry = Duration::from_millis(config.heartbeat_interval.max(10));
+    let lease = Duration::from_millis(config.election_timeout_max);
+    let until = Instant::now() + 3 * lease;
+    // When the leader's last message reached this node, before campaigning changes it.
+    let heard = raft
+        .with_raft_state(|st| st.vote_last_modified())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now);
+    let leases_end = heard + lease + Duration::from_millis(10);
+    let mut rx = raft.metrics();
+    let settled = |m: &RaftMetrics<NodeId, Node>| {
+        m.running_state.is_err() || (m.current_term > term && m.current_leader.is_some())
+    };
+    let mut attempts = 0u32;
+    loop {
+        if settled(&rx.borrow_and_update()) {
+            let m = rx.borrow();
+            tracing::info!(
+                attempts,
+                leader = ?m.current_leader,
+                term = m.current_term,
+                "leadership taken over"
+            );
+            return;
+        }
+        if Instant::now() >= until {
+            tracing::warn!(
+                attempts,
+                "no leader after the hand-over; normal elections go on"
+            );
+            return;
+        }
+        attempts += 1;
+        if raft.trigger().elect().await.is_err() {
+            return;
+        }
+        let mut next = Instant::now() + retry;
+        if attempts == 1 {
+            next = next.max(leases_end);
+        }
+        let next = next.min(until);
+        while Instant::now() < next {
+            if tokio::time::timeout_at(next, rx.changed()).await.is_err() {
+                break;
+            }
+            if settled(&rx.borrow()) {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn leader_metrics(
+        voters: &[NodeId],
+        last: u64,
+        applied: u64,
+        matched: &[(NodeId, Option<u64>)],
+    ) -> RaftMetrics<NodeId, Node> {
+        let mut m = RaftMetrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.current_term = 1;
+        m.current_leader = Some(1);
+        m.last_log_index = Some(last);
+        m.last_applied = Some(log_id(applied));
+        let nodes: BTreeMap<NodeId, Node> = voters
+            .iter()
+            .map(|id| (*id, Node::new(format!("n{id}:1"))))
+            .collect();
+        let ids: BTreeSet<NodeId> = voters.iter().copied().collect();
+        let membership = Membership::new(vec![ids], nodes);
+        m.membership_config = Arc::new(StoredMembership::new(Some(log_id(1)), membership));
+        m.replication = Some(matched.iter().map(|(id, i)| (*id, i.map(log_id))).collect());
+        m
+    }
+
+    #[test]
+    fn picks_the_lowest_voter_with_the_whole_log() {
+        let m = leader_metrics(
+            &[1, 2, 3, 4],
+            10,
+            10,
+            &[(2, Some(9)), (3, Some(10)), (4, Some(10))],
+        );
+        assert_eq!(pick_successor(&m), Ok(3));
+    }
+
+    #[test]
+    fn learners_never_take_over() {
+        let mut m = leader_metrics(&[1, 2], 10, 10, &[(2, Some(9)), (5, Some(10))]);
+        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoneCaughtUp));
+        m.replication = Some(BTreeMap::from([(2, Some(log_id(10)))]));
+        assert_eq!(pick_successor(&m), Ok(2));
+    }
+
+    #[test]
+    fn waits_for_the_leader_to_apply_everything() {
+        let m = leader_metrics(&[1, 2], 10, 9, &[(2, Some(10))]);
+        assert_eq!(pick_successor(&m), Err(NoSuccessor::Unapplied));
+    }
+
+    #[test]
+    fn nothing_to_hand_over_alone_or_as_follower() {
+        let m = leader_metrics(&[1], 10, 10, &[]);
+        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoOtherVoter));
+        let mut f = leader_metrics(&[1, 2], 10, 10, &[(2, Some(10))]);
+        f.state = ServerState::Follower;
+        assert_eq!(pick_successor(&f), Err(NoSuccessor::NotLeader));
+    }
+
+    #[test]
+    fn a_voter_with_nothing_matched_is_not_caught_up() {
+        let m = leader_metrics(&[1, 2], 10, 10, &[(2, None)]);
+        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoneCaughtUp));
+    }
+}

@@ -217,3 +217,29 @@ fn a_stopping_follower_hands_nothing_over() {
     .is_empty());
     assert_eq!(cluster.leader(), Some(leader), "leadership untouched");
 }
+
+#[test]
+fn an_unanswering_voter_is_passed_over() {
+    let audits = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(5, audits.path());
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1_000));
+    // The lowest-id follower has the whole log (nothing is written after this) but is
+    // frozen: it would be asked first, and never answers.
+    let frozen = (0..5).find(|i| *i != leader).expect("a follower");
+    cluster.nodes[frozen].signal("STOP");
+    cluster.nodes[leader].stop();
+    cluster.nodes[frozen].signal("CONT");
+    let handed = audit_events(audits.path(), leader, "cluster.leadership_handover");
+    assert_eq!(
+        handed.len(),
+        1,
+        "{:?}\n{}",
+        audit_events(audits.path(), leader, "cluster.leadership_handover_failed"),
+        dump(&cluster)
+    );
+    let successor = handed[0]["details"]["successor"].as_u64();
+    assert!(successor.is_some());
+    assert_ne!(successor, Some(frozen as u64 + 1), "{}", handed[0]);
+    assert_eq!(handed[0]["details"]["new_leader"].as_u64(), successor);
+}

@@ -3,7 +3,7 @@
 //! Owns both sides of the protocol:
 //! - the leader ([`hand_over`]): closes its write gate ([`HandoverGate`]: forwarded batches
 //!   get "not the leader" and are retried by their senders), waits until everything in its
-//!   log is applied and a voter has matched all of it ([`pick_successor`]), stops sending
+//!   log is applied and a voter has matched all of it ([`successors`]), stops sending
 //!   heartbeats and asks that voter to campaign (`TakeLeadership` RPC), then waits until a
 //!   leader of a newer term is known before Raft is stopped;
 //! - the successor ([`accept`]): checks the request comes from the leader it follows, at
@@ -89,9 +89,10 @@ pub enum NoSuccessor {
     NoneCaughtUp,
 }
 
-/// The voter to hand leadership to: one that has matched the leader's whole (applied)
-/// log; among several, the lowest id (deterministic, so operators can tell in advance).
-pub fn pick_successor(m: &RaftMetrics<NodeId, Node>) -> Result<NodeId, NoSuccessor> {
+/// The voters that could take over, in the order to ask them: those that have matched the
+/// leader's whole (applied) log, lowest id first (deterministic, so operators can tell in
+/// advance). A voter that does not answer is skipped for the next.
+pub fn successors(m: &RaftMetrics<NodeId, Node>) -> Result<Vec<NodeId>, NoSuccessor> {
     if m.state != ServerState::Leader {
         return Err(NoSuccessor::NotLeader);
     }
@@ -109,15 +110,19 @@ pub fn pick_successor(m: &RaftMetrics<NodeId, Node>) -> Result<NodeId, NoSuccess
         return Err(NoSuccessor::Unapplied);
     }
     let replication = m.replication.as_ref();
-    others
+    let caught_up: Vec<NodeId> = others
         .into_iter()
-        .find(|id| {
+        .filter(|id| {
             let matched = replication
                 .and_then(|r| r.get(id))
                 .and_then(|l| l.map(|l| l.index));
             matched == last
         })
-        .ok_or(NoSuccessor::NoneCaughtUp)
+        .collect();
+    if caught_up.is_empty() {
+        return Err(NoSuccessor::NoneCaughtUp);
+    }
+    Ok(caught_up)
 }
 
 /// Hands leadership over (leader side); None when there is nothing to hand over (not the
@@ -129,7 +134,7 @@ pub async fn hand_over(
 ) -> Option<Handover> {
     let start = Instant::now();
     let first = raft.metrics().borrow().clone();
-    match pick_successor(&first) {
+    match successors(&first) {
         Err(NoSuccessor::NotLeader) | Err(NoSuccessor::NoOtherVoter) => return None,
         _ => {}
     }
@@ -149,10 +154,10 @@ pub async fn hand_over(
     // 1. Everything written is applied and some voter has all of it.
     let catch_up_until = start + 2 * lease;
     let mut rx = raft.metrics();
-    let successor = loop {
+    let candidates = loop {
         let m = rx.borrow_and_update().clone();
-        match pick_successor(&m) {
-            Ok(id) => break id,
+        match successors(&m) {
+            Ok(ids) => break ids,
             Err(NoSuccessor::NotLeader) => {
                 return Some(failed(None, "lost leadership while preparing".into()))
             }
@@ -162,34 +167,36 @@ pub async fn hand_over(
         let _ = raft.trigger().heartbeat().await;
         let _ = tokio::time::timeout(heartbeat, rx.changed()).await;
     };
-    let Some(addr) = first
-        .membership_config
-        .membership()
-        .get_node(&successor)
-        .map(|n| n.addr.clone())
-    else {
-        return Some(failed(Some(successor), "successor has no address".into()));
-    };
 
-    // 2. Stop renewing the voters' lease, never campaign again here, ask the successor.
+    // 2. Stop renewing the voters' lease, never campaign again here, ask the candidates
+    //    in turn until one accepts (each gets half the minimum election timeout: a
+    //    reachable peer answers in milliseconds).
     raft.runtime_config().heartbeat(false);
     raft.runtime_config().elect(false);
     let last_log_index = rx.borrow().last_log_index;
-    let asked = tokio::time::timeout(
-        lease,
-        client(&addr).take_leadership(first.id, from_term, last_log_index),
-    )
-    .await;
-    match asked {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Some(failed(Some(successor), format!("node {successor}: {e}"))),
-        Err(_) => {
-            return Some(failed(
-                Some(successor),
-                format!("node {successor} did not answer"),
-            ))
+    let ask_timeout = Duration::from_millis(config.election_timeout_min / 2).max(heartbeat);
+    let members = first.membership_config.membership().clone();
+    let mut refusals = Vec::new();
+    let mut successor = None;
+    for id in candidates {
+        let Some(addr) = members.get_node(&id).map(|n| n.addr.clone()) else {
+            refusals.push(format!("node {id} has no address"));
+            continue;
+        };
+        let peer = client(&addr);
+        let ask = peer.take_leadership(first.id, from_term, last_log_index);
+        match tokio::time::timeout(ask_timeout, ask).await {
+            Ok(Ok(())) => {
+                successor = Some(id);
+                break;
+            }
+            Ok(Err(e)) => refusals.push(format!("node {id}: {e}")),
+            Err(_) => refusals.push(format!("node {id} did not answer")),
         }
     }
+    let Some(successor) = successor else {
+        return Some(failed(None, refusals.join("; ")));
+    };
 
     // 3. Wait for a leader of a newer term (the successor, unless it failed).
     let until = Instant::now() + 3 * lease;
@@ -373,42 +380,42 @@ mod tests {
     }
 
     #[test]
-    fn picks_the_lowest_voter_with_the_whole_log() {
+    fn asks_voters_with_the_whole_log_lowest_id_first() {
         let m = leader_metrics(
             &[1, 2, 3, 4],
             10,
             10,
             &[(2, Some(9)), (3, Some(10)), (4, Some(10))],
         );
-        assert_eq!(pick_successor(&m), Ok(3));
+        assert_eq!(successors(&m), Ok(vec![3, 4]));
     }
 
     #[test]
     fn learners_never_take_over() {
         let mut m = leader_metrics(&[1, 2], 10, 10, &[(2, Some(9)), (5, Some(10))]);
-        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoneCaughtUp));
+        assert_eq!(successors(&m), Err(NoSuccessor::NoneCaughtUp));
         m.replication = Some(BTreeMap::from([(2, Some(log_id(10)))]));
-        assert_eq!(pick_successor(&m), Ok(2));
+        assert_eq!(successors(&m), Ok(vec![2]));
     }
 
     #[test]
     fn waits_for_the_leader_to_apply_everything() {
         let m = leader_metrics(&[1, 2], 10, 9, &[(2, Some(10))]);
-        assert_eq!(pick_successor(&m), Err(NoSuccessor::Unapplied));
+        assert_eq!(successors(&m), Err(NoSuccessor::Unapplied));
     }
 
     #[test]
     fn nothing_to_hand_over_alone_or_as_follower() {
         let m = leader_metrics(&[1], 10, 10, &[]);
-        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoOtherVoter));
+        assert_eq!(successors(&m), Err(NoSuccessor::NoOtherVoter));
         let mut f = leader_metrics(&[1, 2], 10, 10, &[(2, Some(10))]);
         f.state = ServerState::Follower;
-        assert_eq!(pick_successor(&f), Err(NoSuccessor::NotLeader));
+        assert_eq!(successors(&f), Err(NoSuccessor::NotLeader));
     }
 
     #[test]
     fn a_voter_with_nothing_matched_is_not_caught_up() {
         let m = leader_metrics(&[1, 2], 10, 10, &[(2, None)]);
-        assert_eq!(pick_successor(&m), Err(NoSuccessor::NoneCaughtUp));
+        assert_eq!(successors(&m), Err(NoSuccessor::NoneCaughtUp));
     }
 }

@@ -22,7 +22,9 @@
 //!    and license-state figures, and the same `/clients` listing (hashed);
 //! 3. linearizable counts (fail-closed only, see [`check_linearizable`]): if activation B
 //!    started after activation A's answer arrived, B's count is above A's (fresh CMIDs,
-//!    below the cap), and no two answers carry the same count below the cap.
+//!    below the cap), and no two answers carry the same count below the cap;
+//! 4. graceful stops: every `restart` fault's SIGTERM ends the process within
+//!    [`STOP_LIMIT`] (Docker kills at 10 s; a stop that needs the kill is not graceful).
 //!
 //! Environment: `KMS_CHAOS_SECS` (load duration per cluster size, default 60),
 //! `KMS_CHAOS_SEED` (default: from the clock; printed), `KMS_CHAOS_RATE` (activations per
@@ -64,6 +66,10 @@ const HOLD_MS: (u64, u64) = (2000, 8000);
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long the nodes may take to converge after the final heal.
 const CONVERGE: Duration = Duration::from_secs(90);
+/// A graceful stop slower than this prints the node's log.
+const SLOW_STOP: Duration = Duration::from_secs(4);
+/// A graceful stop slower than this is a violation (invariant 4).
+const STOP_LIMIT: Duration = Duration::from_secs(8);
 /// A restarted container must be ready within this.
 const READY: Duration = Duration::from_secs(60);
 /// Activations per node in the final liveness probe (all must be answered).
@@ -169,6 +175,8 @@ struct Chaos {
     injected: BTreeMap<Kind, usize>,
     events: Vec<String>,
     t0: Instant,
+    /// How long each graceful stop took (node index, duration).
+    stops: Vec<(usize, Duration)>,
 }
 
 impl Chaos {
@@ -240,11 +248,18 @@ impl Chaos {
             Kind::Restart => {
                 let t = Instant::now();
                 self.c.stop(first);
+                let took = t.elapsed();
+                self.stops.push((first, took));
+                if took > SLOW_STOP {
+                    // Show why (the log of the run that just ended) before it restarts.
+                    say(format!(
+                        "slow stop of n{}:\n{}",
+                        first + 1,
+                        self.c.logs_tail(first, 40)
+                    ));
+                }
                 self.started(first);
-                self.log(format!(
-                    "graceful restart {ids}{role} (stop took {:?})",
-                    t.elapsed()
-                ));
+                self.log(format!("graceful restart {ids}{role} (stop took {took:?})"));
             }
             Kind::Pause => {
                 self.c.pause(first);
@@ -492,6 +507,7 @@ fn chaos(n: usize) {
         injected: BTreeMap::new(),
         events: Vec::new(),
         t0: Instant::now(),
+        stops: Vec::new(),
     };
 
     // Load and faults.
@@ -664,6 +680,21 @@ fn chaos(n: usize) {
         "3 linearizable counts: SKIPPED (serve-local answers from stale local state by design; only the range check ran)".to_string()
     };
 
+    // Invariant 4: graceful stops end on their own.
+    for (i, took) in &ch.stops {
+        if *took > STOP_LIMIT {
+            violations.push(format!(
+                "graceful stop of node {} took {took:?} (limit {STOP_LIMIT:?})",
+                i + 1
+            ));
+        }
+    }
+    let inv4 = format!(
+        "4 graceful stops: {} checked, slowest {:?} (limit {STOP_LIMIT:?})",
+        ch.stops.len(),
+        ch.stops.iter().map(|(_, t)| *t).max().unwrap_or_default()
+    );
+
     let windows = statuses[0]["groups"]
         .as_array()
         .and_then(|g| g.iter().find(|g| g["name"] == "windows"))
@@ -711,6 +742,7 @@ fn chaos(n: usize) {
             statuses[0]["raft"]["applied_index"], hashes[0]
         ),
         inv3,
+        inv4,
         format!("violations        {}", violations.len()),
         format!("elapsed           {:.1}s", started.elapsed().as_secs_f64()),
     ];

@@ -308,6 +308,7 @@ async fn campaign(raft: Raft, term: u64) {
         m.running_state.is_err() || (m.current_term > term && m.current_leader.is_some())
     };
     let mut attempts = 0u32;
+    let mut last_started = term;
     loop {
         if settled(&rx.borrow_and_update()) {
             let m = rx.borrow();
@@ -326,9 +327,19 @@ async fn campaign(raft: Raft, term: u64) {
             );
             return;
         }
-        attempts += 1;
-        if raft.trigger().elect().await.is_err() {
-            return;
+        let (state, current) = {
+            let m = rx.borrow();
+            (m.state, m.current_term)
+        };
+        if state == ServerState::Candidate && current > last_started {
+            // openraft's own election timer has just started a newer campaign: let it run.
+            last_started = current;
+        } else {
+            attempts += 1;
+            last_started = current + 1;
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
         }
         let mut next = Instant::now() + retry;
         if attempts == 1 {

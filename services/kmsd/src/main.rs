@@ -17,7 +17,12 @@ fn main() -> anyhow::Result<()> {
         builder.worker_threads(cfg.worker_threads);
     }
     let rt = builder.enable_all().build()?;
-    rt.block_on(run_main(args, cfg))
+    let result = rt.block_on(run_main(args, cfg));
+    // Everything is flushed by now. Blocking work still running (a name lookup of a peer
+    // cut off from the network can take several seconds) must not hold the exit up to the
+    // supervisor's kill timeout.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {

@@ -12,9 +12,10 @@
 //!
 //! openraft 0.9 has no transfer call, and voters refuse a vote while their leader lease
 //! (`election_timeout_max` since the leader's last message) runs. The old leader's own vote
-//! is not renewed by its heartbeats, so it grants the successor's vote at once: in a
+//! dates from its election (heartbeats do not renew it), so once it has led for longer
+//! than a lease it grants the successor's vote at once: in a
 //! 3-voter cluster the successor wins immediately (its vote plus the old leader's). With
-//! more voters the successor keeps campaigning every heartbeat interval and wins as soon
+//! more voters the successor keeps campaigning every half heartbeat interval and wins as soon
 //! as the others' leases expire — still before their own election timers would fire
 //! (lease plus a random election timeout), and without split votes. If anything fails the
 //! remaining voters elect a leader on their own, as after a crash.
@@ -289,10 +290,12 @@ pub fn accept(
 /// Campaigns until a leader of a term after `term` is known, for at most three leases:
 /// once at once (enough when the old leader's vote completes a quorum), then from the end
 /// of this node's own lease — the other followers heard the same last heartbeat, so theirs
-/// ends about then — every heartbeat interval.
+/// ends about then — every half heartbeat interval.
 async fn campaign(raft: Raft, term: u64) {
     let config = raft.config().clone();
-    let retry = Duration::from_millis(config.heartbeat_interval.max(10));
+    // Half a heartbeat: the others heard the leader's last message at slightly different
+    // times, so their leases end a few milliseconds apart.
+    let retry = Duration::from_millis((config.heartbeat_interval / 2).max(10));
     let lease = Duration::from_millis(config.election_timeout_max);
     let until = Instant::now() + 3 * lease;
     // When the leader's last message reached this node, before campaigning changes it.
@@ -302,7 +305,7 @@ async fn campaign(raft: Raft, term: u64) {
         .ok()
         .flatten()
         .unwrap_or_else(Instant::now);
-    let leases_end = heard + lease + Duration::from_millis(10);
+    let leases_end = heard + lease + Duration::from_millis(20);
     let mut rx = raft.metrics();
     let settled = |m: &RaftMetrics<NodeId, Node>| {
         m.running_state.is_err() || (m.current_term > term && m.current_leader.is_some())

@@ -5,7 +5,9 @@
 //! typed errors to replies. Raft RPC results (including Raft errors) travel back as JSON
 //! `Result`s so the caller's openraft sees the original error; only undecodable requests become
 //! a gRPC status (`InvalidArgument`). On the `Cluster` service, "not the leader" becomes a
-//! leader hint in the reply, other Raft errors the reply's `error` text.
+//! leader hint in the reply, other Raft errors the reply's `error` text. `TakeLeadership` is
+//! checked and acted on by [`crate::handover::accept`]; while this node hands its own
+//! leadership over, `Forward` answers "not the leader" without a hint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -93,6 +93,26 @@ where
     tokio::task::spawn_blocking(job).await?
 }
 
+/// Opens the sled database at `path` again in a test, after an earlier handle was dropped:
+/// sled's background flusher can hold the directory lock a moment longer, so a reopen
+/// retries for up to five seconds while the lock is taken.
+#[cfg(test)]
+pub(crate) fn reopen_for_test(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen {}: {e}", path.display()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +155,7 @@ mod tests {
             snap.meta
         };
 
-        let db = sled::Config::new().path(&path).open().unwrap();
+        let db = super::reopen_for_test(&path);
         let (mut log, mut sm) = open_stores(&db).unwrap();
         assert_eq!(
             log.read_vote().await.unwrap(),

@@ -584,7 +584,7 @@ mod tests {
             sm.apply(entries[6..].to_vec()).await.unwrap();
             (state, snap.meta)
         };
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = crate::store::reopen_for_test(dir.path());
         let mut sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
         assert_eq!(state_of(&sm), state);
         assert_eq!(

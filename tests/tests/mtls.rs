@@ -264,6 +264,14 @@ fn tls_cluster_forms_forwards_and_serves_operators_with_a_client_certificate() {
                 .contains("cluster TLS handshake failed")
         },
     );
+
+    // A graceful stop of the leader hands leadership over across TLS (TakeLeadership).
+    c.nodes[leader].stop();
+    let log = c.nodes[leader].log_text();
+    assert!(
+        log.contains("event=\"cluster.leadership_handover\""),
+        "no hand-over over TLS:\n{log}"
+    );
 }
 
 /// A TLS client that trusts the cluster CA but presents no certificate completes its half of

@@ -14,6 +14,15 @@ pub struct LocalCluster {
     pub dir: tempfile::TempDir,
 }
 
+/// Fast Raft timings for test nodes, unless `extra` sets its own.
+fn fast_timings(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--election-timeout-ms") {
+        &[]
+    } else {
+        &["--heartbeat-ms", "50", "--election-timeout-ms", "300"]
+    }
+}
+
 impl LocalCluster {
     /// Starts `n` nodes with extra flags and waits until each is ready.
     pub fn start(n: usize, extra: &[&str]) -> LocalCluster {
@@ -50,10 +59,7 @@ impl LocalCluster {
                 "--peers",
                 &peers,
             ];
-            // Fast Raft timing unless the caller sets its own.
-            if !extra.contains(&"--election-timeout-ms") {
-                args.extend(["--heartbeat-ms", "50", "--election-timeout-ms", "300"]);
-            }
+            args.extend_from_slice(fast_timings(extra));
             args.extend_from_slice(extra);
             let own = per_node(i);
             args.extend(own.iter().map(String::as_str));
@@ -67,6 +73,39 @@ impl LocalCluster {
             n.wait_ready();
         }
         LocalCluster { nodes, peers, dir }
+    }
+
+    /// The cluster (gRPC) address of node index `i`, from the peer list.
+    pub fn cluster_addr(&self, i: usize) -> String {
+        self.peers
+            .split(',')
+            .nth(i)
+            .and_then(|p| p.split_once('='))
+            .map(|(_, a)| a.to_string())
+            .expect("node in the peer list")
+    }
+
+    /// Launches node `id` on 127.0.0.{id} with the cluster's peers plus itself (so it
+    /// waits to be added rather than bootstrapping), the same fast timings unless `extra`
+    /// sets its own, and `extra`; does not wait for readiness. Returns the node and its
+    /// cluster address.
+    pub fn launch_joiner(&self, id: u64, extra: &[&str]) -> (Kmsd, String) {
+        let ip = format!("127.0.0.{id}");
+        let addr = format!("{ip}:{}", free_port_on(&ip));
+        let node_id = id.to_string();
+        let peers = format!("{},{id}={addr}", self.peers);
+        let mut args: Vec<&str> = vec![
+            "--node-id",
+            &node_id,
+            "--cluster-listen",
+            &addr,
+            "--peers",
+            &peers,
+        ];
+        args.extend_from_slice(fast_timings(extra));
+        args.extend_from_slice(extra);
+        let node = Kmsd::launch_on(&ip, &self.dir.path().join(format!("node{id}")), &args);
+        (node, addr)
     }
 
     /// Index of the node that reports itself leader, if any answers so.

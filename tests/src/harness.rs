@@ -302,6 +302,18 @@ pub fn kmsctl(args: &[&str]) -> Output {
         .expect("run kmsctl")
 }
 
+/// Runs `kmsctl` with `args` and asserts it succeeded (the failure shows its output).
+pub fn kmsctl_ok(args: &[&str]) -> Output {
+    let out = kmsctl(args);
+    assert!(
+        out.status.success(),
+        "kmsctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Minimal HTTP/1.0 GET: returns status code and body.
 pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     http_get_with(url, &[]).map(|r| (r.code, r.body))

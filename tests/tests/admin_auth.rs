@@ -326,26 +326,8 @@ fn audit_log_records_operator_membership_changes() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let c = LocalCluster::start(1, &["--audit-log", audit.to_str().unwrap()]);
-    let node1 = c.peers.split_once('=').unwrap().1.to_string();
-    let ip = "127.0.0.2";
-    let addr2 = format!("{ip}:{}", free_port_on(ip));
-    let peers = format!("{},2={addr2}", c.peers);
-    let mut n2 = Kmsd::launch_on(
-        ip,
-        &c.dir.path().join("node2"),
-        &[
-            "--node-id",
-            "2",
-            "--cluster-listen",
-            &addr2,
-            "--peers",
-            &peers,
-            "--heartbeat-ms",
-            "50",
-            "--election-timeout-ms",
-            "300",
-        ],
-    );
+    let node1 = c.cluster_addr(0);
+    let (mut n2, addr2) = c.launch_joiner(2, &[]);
     let ok = |args: &[&str]| {
         let out = ctl(args, &[]);
         assert!(out.status.success(), "kmsctl {args:?}: {out:?}");

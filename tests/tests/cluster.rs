@@ -4,7 +4,7 @@
 //! restarts from disk and a wiped node's rejoin by snapshot keep the state.
 
 use kms_tests::cluster::LocalCluster;
-use kms_tests::harness::{kmsctl, Kmsd};
+use kms_tests::harness::{kmsctl, kmsctl_ok, Kmsd};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -315,46 +315,11 @@ fn a_request_id_is_applied_once_when_retried() {
 #[test]
 fn membership_add_learner_promote_remove() {
     let mut c = LocalCluster::start(3, &[]);
-    let ip = "127.0.0.4";
-    let addr4 = format!("{ip}:{}", kms_tests::harness::free_port_on(ip));
-    let peers = format!("{},4={addr4}", c.peers);
-    let node1_cluster = c
-        .peers
-        .split(',')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string();
-    let mut n4 = Kmsd::launch_on(
-        ip,
-        &c.dir.path().join("node4"),
-        &[
-            "--node-id",
-            "4",
-            "--cluster-listen",
-            &addr4,
-            "--peers",
-            &peers,
-            "--heartbeat-ms",
-            "50",
-            "--election-timeout-ms",
-            "300",
-        ],
-    );
+    let node1_cluster = c.cluster_addr(0);
+    let (mut n4, addr4) = c.launch_joiner(4, &[]);
     // Some history first, so the new node has something to catch up on.
     activate_many(&c.nodes[0], 3, "Windows 10 Enterprise");
-    let ok = |args: &[&str]| {
-        let out = kmsctl(args);
-        assert!(
-            out.status.success(),
-            "kmsctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| String::from_utf8_lossy(&kmsctl_ok(args).stdout).into_owned();
     ok(&[
         "cluster",
         "add-learner",

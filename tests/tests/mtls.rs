@@ -4,7 +4,7 @@
 //! either direction), and plaintext or certificate-less clients are refused.
 
 use kms_tests::cluster::LocalCluster;
-use kms_tests::harness::{free_port_on, kmsctl, Kmsd};
+use kms_tests::harness::{free_port_on, kmsctl, kmsctl_ok, Kmsd};
 use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,28 +13,17 @@ struct Pki {
     dir: tempfile::TempDir,
 }
 
-fn run_ok(args: &[&str]) -> Output {
-    let out = kmsctl(args);
-    assert!(
-        out.status.success(),
-        "kmsctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 impl Pki {
     /// The cluster CA with node certificates node1..node3 (SAN 127.0.0.i) and an operator
     /// certificate; another CA ("rogue") with a node certificate for 127.0.0.4.
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |s: &str| dir.path().join(s).display().to_string();
-        run_ok(&["cert", "ca", "--out", &p("ca"), "--days", "2"]);
+        kmsctl_ok(&["cert", "ca", "--out", &p("ca"), "--days", "2"]);
         for i in 1..=3 {
             let name = format!("node{i}");
             let ip = format!("127.0.0.{i}");
-            run_ok(&[
+            kmsctl_ok(&[
                 "cert",
                 "node",
                 "--ca-dir",
@@ -49,7 +38,7 @@ impl Pki {
                 &p("certs"),
             ]);
         }
-        run_ok(&[
+        kmsctl_ok(&[
             "cert",
             "client",
             "--ca-dir",
@@ -59,8 +48,8 @@ impl Pki {
             "--out",
             &p("certs"),
         ]);
-        run_ok(&["cert", "ca", "--out", &p("rogue-ca"), "--name", "rogue CA"]);
-        run_ok(&[
+        kmsctl_ok(&["cert", "ca", "--out", &p("rogue-ca"), "--name", "rogue CA"]);
+        kmsctl_ok(&[
             "cert",
             "node",
             "--ca-dir",
@@ -143,16 +132,6 @@ fn start_tls_cluster(pki: &Pki) -> LocalCluster {
     })
 }
 
-/// The cluster gRPC address of node index `i` (from its `--peers`).
-fn cluster_addr(c: &LocalCluster, i: usize) -> String {
-    c.peers
-        .split(',')
-        .nth(i)
-        .and_then(|p| p.split_once('='))
-        .map(|(_, a)| a.to_string())
-        .unwrap()
-}
-
 fn cluster_status(addr: &str, tls: &[String]) -> Output {
     let mut args = vec!["cluster", "status", "--cluster", addr, "--json"];
     args.extend(tls.iter().map(String::as_str));
@@ -190,7 +169,7 @@ fn tls_cluster_forms_forwards_and_serves_operators_with_a_client_certificate() {
     }
 
     // Operators: with the client certificate, every member answers.
-    let addr = cluster_addr(&c, follower);
+    let addr = c.cluster_addr(follower);
     let out = cluster_status(&addr, &pki.operator_flags());
     assert!(
         out.status.success(),
@@ -280,7 +259,7 @@ fn tls_cluster_forms_forwards_and_serves_operators_with_a_client_certificate() {
 fn tls_client_without_certificate_and_plaintext_client_are_refused() {
     let pki = Pki::new();
     let c = LocalCluster::start_with(1, &[], |i| pki.node_flags(i + 1));
-    let addr = cluster_addr(&c, 0);
+    let addr = c.cluster_addr(0);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -458,21 +437,11 @@ fn node_with_a_certificate_of_another_ca_cannot_join_or_disturb() {
     // 2. The operator adds the rogue node as a learner: the leader's replication to it fails
     //    in the TLS handshake (its server certificate is not from the cluster CA), so it
     //    never catches up and the (blocking) add-learner does not succeed.
-    let learner_addr = format!("127.0.0.4:{}", free_port_on("127.0.0.4"));
-    let learner_dir = c.dir.path().join("rogue4");
-    let mut args = vec![
-        "--node-id".to_string(),
-        "4".into(),
-        "--cluster-listen".into(),
-        learner_addr.clone(),
-        // Not the lowest id: waits to be added instead of bootstrapping.
-        "--peers".into(),
-        format!("{},4={learner_addr}", c.peers),
-    ];
-    args.extend(pki.rogue_flags());
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let learner = Kmsd::launch_on("127.0.0.4", &learner_dir, &argv);
-    let leader_addr = cluster_addr(&c, leader);
+    // Not the lowest id: waits to be added instead of bootstrapping.
+    let rogue_flags = pki.rogue_flags();
+    let argv: Vec<&str> = rogue_flags.iter().map(String::as_str).collect();
+    let (learner, learner_addr) = c.launch_joiner(4, &argv);
+    let leader_addr = c.cluster_addr(leader);
     let op = pki.operator_flags();
     let mut add = vec![
         "cluster".to_string(),

@@ -480,39 +480,31 @@ async fn apply(node: &ClusterNode, action: &Action) -> Result<(), String> {
             .map(|(id, a)| (*id, Node { addr: a.clone() }))
             .collect()
     };
-    match action {
+    let (change, retain) = match action {
         Action::SetAddresses(m) => {
             tracing::info!(addresses = ?m, "kubernetes discovery: updating member addresses");
-            raft.change_membership(ChangeMembers::SetNodes(to_nodes(m)), true)
-                .await
-                .map_err(|e| e.to_string())?;
+            (ChangeMembers::SetNodes(to_nodes(m)), true)
         }
         Action::RemoveVoter(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: removing voter above the StatefulSet's replicas"
             );
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
-                .await
-                .map_err(|e| e.to_string())?;
+            (ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
         }
         Action::RemoveLearner(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: removing learner above the StatefulSet's replicas"
             );
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([*id])), false)
-                .await
-                .map_err(|e| e.to_string())?;
+            (ChangeMembers::RemoveNodes(BTreeSet::from([*id])), false)
         }
         Action::Promote(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: promoting learner to voter"
             );
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
-                .await
-                .map_err(|e| e.to_string())?;
+            (ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
         }
         Action::Add { id, addr } => {
             tracing::info!(node_id = id, %addr, "kubernetes discovery: adding learner");
@@ -531,11 +523,12 @@ async fn apply(node: &ClusterNode, action: &Action) -> Result<(), String> {
                 node_id = id,
                 "kubernetes discovery: promoting learner to voter"
             );
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
-                .await
-                .map_err(|e| e.to_string())?;
+            (ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
         }
-    }
+    };
+    raft.change_membership(change, retain)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -10,12 +10,14 @@
 //!
 //! Module map (one job each):
 //! - `types`: [`ClusterRequest`] / [`ClusterResponse`], the payload of a log entry and its result.
-//! - `store`: [`open_stores`], the layout of the Raft data in one sled database.
-//!   - `store::log`: [`SledLogStore`], the Raft log, vote and committed pointer (durable before
+//! - `store`: [`open_stores`], the layout of the Raft data under the data directory.
+//!   - `store::wal`: [`Wal`], the segmented write-ahead log (entries, vote, committed pointer)
+//!     with its writer thread (group commit, one fdatasync per group).
+//!   - `store::log`: [`LogStore`], openraft's log storage over the WAL (durable before
 //!     acknowledged).
+//!   - `store::snapshot`: [`SnapshotFiles`], snapshot files made current by an atomic rename.
 //!   - `store::sm`: [`StateMachine`], the in-memory [`kms_state::HostState`] fed by committed
-//!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
-//!     [`StateHandle`].
+//!     entries, its snapshots ([`FileSnapshotBuilder`]) and the read handle [`StateHandle`].
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
 //! - [`handover`]: leadership hand-over when a leader stops gracefully.
 //! - [`events`]: membership events (operator RPCs, bootstrap) for the daemon's audit log.
@@ -39,22 +41,22 @@ mod types;
 
 pub use error::ClusterError;
 pub use store::{
-    open_stores, SledLogStore, SledSnapshotBuilder, StateHandle, StateMachine, LOG_TREE, META_TREE,
-    SNAPSHOT_TREE,
+    open_stores, FileSnapshotBuilder, LogStore, SnapshotFiles, StateHandle, StateMachine, Wal,
+    WalError, WalOptions, LOG_DIR, SNAPSHOT_DIR,
 };
 pub use types::{ClusterRequest, ClusterResponse};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of the KMS cluster: u64 node ids, [`openraft::BasicNode`]
-    /// (an address) per node, batches of [`kms_state::Command`] as log payload and JSON snapshots
-    /// held in memory.
+    /// (an address) per node, batches of [`kms_state::Command`] as log payload and snapshots
+    /// as files.
     pub TypeConfig:
         D = ClusterRequest,
         R = ClusterResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -64,8 +66,6 @@ pub type NodeId = u64;
 pub type Node = openraft::BasicNode;
 /// A running Raft node of this cluster.
 pub type Raft = openraft::Raft<TypeConfig>;
-/// The log storage handed to [`Raft`].
-pub type LogStore = SledLogStore;
 /// The state machine handed to [`Raft`].
 pub type StateMachineStore = StateMachine;
 /// Position of an entry in the log (term, leader, index).
@@ -84,7 +84,7 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
 /// A snapshot: meta plus its bytes.
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
-/// The bytes of a snapshot (JSON, see `store::sm`).
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// A snapshot's bytes: its file (see `store::snapshot`), streamed to followers in chunks.
+pub type SnapshotData = tokio::fs::File;
 /// openraft's storage error, as returned across the storage traits.
 pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,5 +1,5 @@
-//! A running cluster member: opens the sled database, starts openraft with the sled stores
-//! and the gRPC network, serves the cluster's gRPC API, bootstraps the cluster once from
+//! A running cluster member: opens the data directory (write-ahead log, snapshot files,
+//! outbox), starts openraft with those stores and the gRPC network, serves the cluster's gRPC API, bootstraps the cluster once from
 //! the static peer list, and commits commands in batches (group commit) — on the leader
 //! directly, on a follower by forwarding the batch to the leader.
 //!
@@ -10,7 +10,7 @@ use crate::grpc;
 use crate::handover::{self, Handover, HandoverGate};
 use crate::network::{ClusterClient, ForwardOutcome, GrpcNetworkFactory};
 use crate::outbox::{self, Outbox};
-use crate::{open_stores, ClusterRequest, Node, NodeId, Raft, StateHandle};
+use crate::{open_stores, ClusterRequest, LogStore, Node, NodeId, Raft, StateHandle, WalOptions};
 use kms_state::{Command, CommandResult, HostState};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState, SnapshotPolicy};
@@ -34,10 +34,10 @@ pub struct NodeConfig {
     /// Static peer list used to bootstrap, including this node. Empty: a single-node
     /// cluster of this node alone.
     pub peers: BTreeMap<NodeId, String>,
-    /// sled data directory.
+    /// Data directory (Raft log, snapshots, outbox).
     pub data_dir: PathBuf,
-    /// sled page cache in bytes.
-    pub cache_bytes: u64,
+    /// Write-ahead log tunables (segment size, decoded-entry cache).
+    pub wal: WalOptions,
     /// Raft heartbeat interval.
     pub heartbeat_ms: u64,
     /// Election timeout range.
@@ -99,6 +99,35 @@ impl std::str::FromStr for QuorumLoss {
     }
 }
 
+/// Size of the regular files under `dir`, recursively.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Refuses a data directory written by the sled-based store of earlier versions (it has sled's
+/// `conf` and `db` files), with what to do instead.
+fn refuse_old_format(dir: &std::path::Path) -> Result<(), StartError> {
+    if dir.join("conf").is_file() && dir.join("db").is_file() {
+        return Err(StartError::OldFormat(format!(
+            "{} holds the sled-based data format of kms-cluster before step 6, which this \
+             version does not read. In a cluster: remove this node (`kmsctl cluster remove --id N`), \
+             move the directory away and start the node again so it joins fresh from its peers. \
+             A single node starts fresh from an empty directory (counts rebuild as clients renew).",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -115,7 +144,7 @@ impl NodeConfig {
             advertise: listen.to_string(),
             peers: BTreeMap::new(),
             data_dir,
-            cache_bytes: 16 * 1024 * 1024,
+            wal: WalOptions::default(),
             heartbeat_ms: 100,
             election_timeout_ms: (400, 800),
             snapshot_every: 2000,
@@ -143,14 +172,9 @@ impl NodeConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The sled database could not be opened.
-    #[error("cannot open {dir}: {source}")]
-    Open {
-        /// Data directory.
-        dir: PathBuf,
-        /// Cause.
-        source: sled::Error,
-    },
+    /// The data directory holds the sled format of earlier versions.
+    #[error("{0}")]
+    OldFormat(String),
     /// The stores could not be loaded.
     #[error(transparent)]
     Store(#[from] crate::ClusterError),
@@ -204,7 +228,7 @@ pub struct ClusterNode {
     clients: Mutex<HashMap<String, ClusterClient>>,
     stop: watch::Sender<bool>,
     grpc_addr: SocketAddr,
-    db: sled::Db,
+    log: LogStore,
     outbox: Outbox,
     /// Unix ms when this node last knew a leader with a quorum (for staleness).
     last_quorum_ms: AtomicU64,
@@ -228,18 +252,15 @@ impl ClusterNode {
             return Err(StartError::NotInPeers(config.node_id));
         }
         let dir = config.data_dir.clone();
-        let cache = config.cache_bytes;
-        let db = tokio::task::spawn_blocking(move || {
-            sled::Config::new().path(&dir).cache_capacity(cache).open()
+        let wal = config.wal;
+        let (log_store, sm, outbox) = tokio::task::spawn_blocking(move || {
+            refuse_old_format(&dir)?;
+            let (log, sm) = open_stores(&dir, wal)?;
+            let outbox = Outbox::open(&dir).map_err(|e| StartError::Raft(e.to_string()))?;
+            Ok::<_, StartError>((log, sm, outbox))
         })
         .await
-        .map_err(|e| StartError::Raft(e.to_string()))?
-        .map_err(|source| StartError::Open {
-            dir: config.data_dir.clone(),
-            source,
-        })?;
-        let (log_store, sm) = open_stores(&db)?;
-        let outbox = Outbox::open(&db).map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| StartError::Raft(e.to_string()))??;
         let state = sm.handle();
         let raft_config = openraft::Config {
             cluster_name: "kms-cluster".into(),
@@ -258,7 +279,7 @@ impl ClusterNode {
             config.node_id,
             Arc::new(raft_config),
             GrpcNetworkFactory::with_tls(config.tls.clone()),
-            log_store,
+            log_store.clone(),
             sm,
         )
         .await
@@ -305,7 +326,7 @@ impl ClusterNode {
             clients: Mutex::new(HashMap::new()),
             stop,
             grpc_addr,
-            db,
+            log: log_store,
             outbox,
             last_quorum_ms: AtomicU64::new(now_ms()),
             handover: gate,
@@ -363,9 +384,9 @@ impl ClusterNode {
         }
     }
 
-    /// Size of the data directory in bytes.
+    /// Size of the data directory in bytes (log, snapshots, outbox).
     pub fn data_dir_size(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        tree_size(&self.config.data_dir)
     }
 
     /// Commits one command (batched with others) and returns its result.
@@ -387,7 +408,7 @@ impl ClusterNode {
     }
 
     /// Stops accepting commands, hands leadership over when this node leads (see
-    /// [`crate::handover`]), stops Raft and the gRPC server, flushes sled. Returns what the
+    /// [`crate::handover`]), stops Raft and the gRPC server, syncs the log. Returns what the
     /// hand-over achieved (None: nothing to hand over).
     pub async fn shutdown(&self) -> Option<Handover> {
         self.tx.lock().expect("tx lock").take();
@@ -419,7 +440,17 @@ impl ClusterNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
         let _ = self.stop.send(true);
-        let _ = self.db.flush_async().await;
+        let (tx, rx) = oneshot::channel();
+        if self
+            .log
+            .wal()
+            .sync(Box::new(move |r| {
+                let _ = tx.send(r);
+            }))
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
         handover
     }
 

@@ -41,12 +41,8 @@ struct TestNode {
 impl TestNode {
     async fn start(id: NodeId) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new()
-            .path(dir.path())
-            .cache_capacity(4 * 1024 * 1024)
-            .open()
-            .expect("open sled");
-        let (log, sm) = open_stores(&db).expect("open raft stores");
+        let (log, sm) =
+            open_stores(dir.path(), kms_cluster::WalOptions::default()).expect("open raft stores");
         let state = sm.handle();
         let raft = Raft::new(id, test_config(), GrpcNetworkFactory::default(), log, sm)
             .await

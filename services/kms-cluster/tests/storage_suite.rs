@@ -1,37 +1,37 @@
-//! openraft's storage conformance suite against the sled log store and state machine.
+//! openraft's storage conformance suite against the write-ahead log store and state machine.
 //!
-//! Every case gets a fresh sled database in its own temporary directory (the guard `G` of the
+//! Every case gets a fresh data directory of its own (the guard `G` of the
 //! suite's builder keeps the directory until the case ends). `test_all` runs the upstream list
 //! as a whole, so cases added by a later openraft release are covered too; the per-case tests
 //! below name each case so a failure points at it directly.
 //!
 //! The suite starts its own tokio runtime per case, so these are plain `#[test]`s.
 
-use kms_cluster::{open_stores, SledLogStore, StateMachine, StorageError, TypeConfig};
+use kms_cluster::{open_stores, LogStore, StateMachine, StorageError, TypeConfig, WalOptions};
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
-/// Builds a log store and state machine over a new sled database in a temporary directory.
-struct SledBuilder;
+/// Builds a log store and state machine over a new data directory. The entry cache is tiny
+/// (one byte), so every read but the newest goes to the segment files.
+struct WalBuilder;
 
-impl StoreBuilder<TypeConfig, SledLogStore, StateMachine, TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(TempDir, SledLogStore, StateMachine), StorageError> {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for WalBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("create temp dir");
-        let db = sled::Config::new()
-            .path(dir.path())
-            .cache_capacity(4 * 1024 * 1024)
-            .open()
-            .expect("open sled");
-        let (log, sm) = open_stores(&db).expect("open raft stores");
+        let options = WalOptions {
+            segment_bytes: 512,
+            cache_bytes: 1,
+        };
+        let (log, sm) = open_stores(dir.path(), options).expect("open raft stores");
         Ok((dir, log, sm))
     }
 }
 
-type SledSuite = Suite<TypeConfig, SledLogStore, StateMachine, SledBuilder, TempDir>;
+type WalSuite = Suite<TypeConfig, LogStore, StateMachine, WalBuilder, TempDir>;
 
 #[test]
 fn suite_test_all() {
-    if let Err(e) = Suite::test_all(SledBuilder) {
+    if let Err(e) = Suite::test_all(WalBuilder) {
         panic!("storage suite failed: {e}");
     }
 }
@@ -52,15 +52,15 @@ macro_rules! suite_cases {
                 #[test]
                 fn $case() {
                     run(async {
-                        let (_dir, log, sm) = SledBuilder.build().await?;
-                        SledSuite::$case(log, sm).await
+                        let (_dir, log, sm) = WalBuilder.build().await?;
+                        WalSuite::$case(log, sm).await
                     })
                 }
             )*
 
             #[test]
             fn transfer_snapshot() {
-                run(SledSuite::transfer_snapshot(&SledBuilder))
+                run(WalSuite::transfer_snapshot(&WalBuilder))
             }
         }
     };

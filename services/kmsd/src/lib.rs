@@ -242,7 +242,7 @@ pub async fn run_with(
         node_cfg.bootstrap = kms_cluster::node::Bootstrap::External;
     }
     let advertise = node_cfg.advertise.clone();
-    node_cfg.cache_bytes = cfg.cache_mib * 1024 * 1024;
+    node_cfg.wal.cache_bytes = usize::try_from(cfg.cache_mib * 1024 * 1024).unwrap_or(usize::MAX);
     node_cfg.heartbeat_ms = cfg.heartbeat_ms;
     node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
     node_cfg.snapshot_every = cfg.snapshot_every;

@@ -1,77 +1,57 @@
-//! Where the Raft data lives: three trees of ONE sled database, opened by [`open_stores`].
+//! Where the Raft data lives: the files under a node's data directory, opened by
+//! [`open_stores`].
 //!
-//! | tree | key | value |
+//! | path | what | module |
 //! |---|---|---|
-//! | [`LOG_TREE`] (`raft_log`) | log index, 8 bytes big-endian (so sled's order is log order) | [`Entry`](crate::Entry), JSON |
-//! | [`META_TREE`] (`raft_meta`) | `vote`, `committed`, `last_purged_log_id` | [`Vote`](crate::Vote) / [`LogId`](crate::LogId), JSON |
-//! | [`SNAPSHOT_TREE`] (`raft_snapshot`) | `meta`, `data` | [`SnapshotMeta`](crate::SnapshotMeta) JSON / the snapshot bytes |
+//! | `raft/log/<seq>.wal` | log entries, vote, committed pointer (segmented write-ahead log) | `wal`, `log` |
+//! | `raft/log/LOCK` | held (flock) while a process has the log open | `wal` |
+//! | `raft/snapshots/current.snap` | the current snapshot (meta + state) | `snapshot`, `sm` |
 //!
-//! Only one process may open a sled directory, so the log store and the state machine share the
-//! `sled::Db` the caller opened; each Raft node needs its own directory.
-//!
-//! Also owns the small helpers both stores use: JSON encoding with typed errors and the mapping
-//! of [`ClusterError`] into openraft's `StorageError` at the trait boundary.
+//! Nothing here is sled: see docs/design/storage.md for why. Also owns the helpers both stores
+//! use: the mapping of [`ClusterError`] into openraft's `StorageError` at the trait boundary, and
+//! running blocking file work off the async workers.
 
+mod codec;
+pub(crate) mod frame;
 mod log;
 mod sm;
+mod snapshot;
+pub(crate) mod wal;
 
-pub use log::SledLogStore;
-pub use sm::{SledSnapshotBuilder, StateHandle, StateMachine};
+pub use log::LogStore;
+pub use sm::{FileSnapshotBuilder, StateHandle, StateMachine};
+pub use snapshot::SnapshotFiles;
+pub use wal::{Wal, WalError, WalOptions};
+
+use std::path::Path;
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::error::ClusterError;
 use crate::{NodeId, StorageError};
 
-/// Name of the sled tree holding the log entries.
-pub const LOG_TREE: &str = "raft_log";
-/// Name of the sled tree holding vote, committed log id and last purged log id.
-pub const META_TREE: &str = "raft_meta";
-/// Name of the sled tree holding the current snapshot (meta and data).
-pub const SNAPSHOT_TREE: &str = "raft_snapshot";
+/// Subdirectory of the data directory holding the log segments.
+pub const LOG_DIR: &str = "raft/log";
+/// Subdirectory of the data directory holding the snapshots.
+pub const SNAPSHOT_DIR: &str = "raft/snapshots";
 
-/// Opens the Raft log store and the state machine over `db` (creating the trees on first use).
+/// Opens the Raft log store and the state machine under `data_dir` (creating what is missing).
 ///
-/// The state machine starts from the snapshot stored in [`SNAPSHOT_TREE`], if any (its
-/// `last_applied` is the snapshot's); openraft then re-applies the committed log entries after it.
-/// A node without a snapshot starts from an empty [`kms_state::HostState`] with the default
+/// The state machine starts from the current snapshot, if any (its `last_applied` is the
+/// snapshot's); openraft then re-applies the committed log entries after it. A node without a
+/// snapshot starts from an empty [`kms_state::HostState`] with the default
 /// [`kms_state::StateConfig`]: every replica must start from the same state, so a non-default
 /// configuration has to reach the replicas through the log, not through local settings.
 ///
-/// Synchronous: it reads and decodes the snapshot. Call it at startup (or from
+/// Blocking: it replays the log and reads the snapshot. Call it at startup (or from
 /// `spawn_blocking`).
-pub fn open_stores(db: &sled::Db) -> Result<(SledLogStore, StateMachine), ClusterError> {
-    let log = db.open_tree(LOG_TREE)?;
-    let meta = db.open_tree(META_TREE)?;
-    let snapshot = db.open_tree(SNAPSHOT_TREE)?;
-    let log_store = SledLogStore::new(log, meta);
-    let state_machine = StateMachine::open(snapshot)?;
-    Ok((log_store, state_machine))
-}
-
-/// JSON-encodes a value, naming it in the error.
-pub(crate) fn encode<T: Serialize + ?Sized>(
-    what: &'static str,
-    value: &T,
-) -> Result<Vec<u8>, ClusterError> {
-    serde_json::to_vec(value).map_err(|source| ClusterError::Encode { what, source })
-}
-
-/// Decodes a JSON value read from `tree` under `key`.
-pub(crate) fn decode<T: DeserializeOwned>(
-    what: &'static str,
-    tree: &'static str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, ClusterError> {
-    serde_json::from_slice(bytes).map_err(|source| ClusterError::Decode {
-        what,
-        tree,
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
+pub fn open_stores(
+    data_dir: &Path,
+    options: WalOptions,
+) -> Result<(LogStore, StateMachine), ClusterError> {
+    let wal = Wal::open(&data_dir.join(LOG_DIR), options)?;
+    let state_machine = StateMachine::open(&data_dir.join(SNAPSHOT_DIR))?;
+    Ok((LogStore::new(wal), state_machine))
 }
 
 /// Maps this crate's error into openraft's, at the storage-trait boundary.
@@ -83,34 +63,14 @@ pub(crate) fn to_storage_error(
     StorageIOError::new(subject, verb, AnyError::new(err)).into()
 }
 
-/// Runs a synchronous sled job on tokio's blocking pool, so that scans, large writes and
-/// fsyncs do not stall the async workers.
+/// Runs synchronous file work on tokio's blocking pool, so that reads, large writes and fsyncs
+/// do not stall the async workers.
 pub(crate) async fn blocking<T, F>(job: F) -> Result<T, ClusterError>
 where
     F: FnOnce() -> Result<T, ClusterError> + Send + 'static,
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(job).await?
-}
-
-/// Opens the sled database at `path` again in a test, after an earlier handle was dropped:
-/// sled's background flusher can hold the directory lock a moment longer, so a reopen
-/// retries for up to five seconds while the lock is taken.
-#[cfg(test)]
-pub(crate) fn reopen_for_test(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::Config::new().path(path).open() {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("reopen {}: {e}", path.display()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -139,8 +99,7 @@ mod tests {
             })
             .collect();
         let snapshot_meta = {
-            let db = sled::Config::new().path(&path).open().unwrap();
-            let (mut log, mut sm) = open_stores(&db).unwrap();
+            let (mut log, mut sm) = open_stores(&path, WalOptions::default()).unwrap();
             log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
             log.blocking_append(entries.clone()).await.unwrap();
             log.save_committed(Some(log_id(2, 4))).await.unwrap();
@@ -155,8 +114,7 @@ mod tests {
             snap.meta
         };
 
-        let db = super::reopen_for_test(&path);
-        let (mut log, mut sm) = open_stores(&db).unwrap();
+        let (mut log, mut sm) = open_stores(&path, WalOptions::default()).unwrap();
         assert_eq!(
             log.read_vote().await.unwrap(),
             Some(Vote::new_committed(2, 1))

@@ -12,23 +12,28 @@
 //! only ordered collections.
 
 use std::fmt;
-use std::io::Cursor;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kms_state::HostState;
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, decode, encode, to_storage_error, SNAPSHOT_TREE};
+use tokio::io::AsyncWriteExt;
+
+use super::frame::{check_frame, put_frame};
+use super::snapshot::{read_head, Replace, SnapshotFiles};
+use super::{blocking, to_storage_error};
 use crate::error::ClusterError;
 use crate::{
     ClusterResponse, Entry, EntryPayload, LogId, Snapshot, SnapshotData, SnapshotMeta,
     StorageError, StoredMembership, TypeConfig,
 };
 
-const KEY_META: &[u8] = b"meta";
-const KEY_DATA: &[u8] = b"data";
+/// Frame kind of the state body in a snapshot file.
+const KIND_STATE: u8 = 2;
 
 /// Everything the state machine holds; also the content of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,84 +117,55 @@ impl StateHandle {
     }
 }
 
-/// Which stored snapshot a save may replace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replace {
-    /// Installing a snapshot from the leader: it always becomes current.
-    Always,
-    /// A locally built snapshot: skipped if the stored one covers a later log position (an
-    /// install may have overtaken the build).
-    IfNotOlder,
+/// Writes the state body of a snapshot file: one frame holding the host state.
+fn write_body(w: &mut dyn Write, state: &HostState) -> Result<(), ClusterError> {
+    let json = serde_json::to_vec(state).map_err(|source| ClusterError::Encode {
+        what: "snapshot state",
+        source,
+    })?;
+    let mut frame = Vec::with_capacity(json.len() + 16);
+    put_frame(&mut frame, KIND_STATE, &json);
+    w.write_all(&frame).map_err(ClusterError::Io)
 }
 
-/// The current snapshot in its sled tree. Saves are serialized by a mutex so that the
-/// "is it newer" check and the write are one step.
-#[derive(Clone)]
-struct SnapshotStore {
-    tree: sled::Tree,
-    write: Arc<Mutex<()>>,
-}
-
-impl SnapshotStore {
-    fn load_meta(&self) -> Result<Option<SnapshotMeta>, ClusterError> {
-        match self.tree.get(KEY_META)? {
-            None => Ok(None),
-            Some(v) => decode("snapshot meta", SNAPSHOT_TREE, KEY_META, &v).map(Some),
-        }
+/// Reads the state body written by [`write_body`].
+fn read_body(mut r: impl Read, path: &Path) -> Result<HostState, ClusterError> {
+    let bad = |reason: String| ClusterError::BadSnapshot {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).map_err(ClusterError::Io)?;
+    let (kind, payload, size) = check_frame(&bytes).map_err(|d| bad(format!("state: {d}")))?;
+    if kind != KIND_STATE || size != bytes.len() {
+        return Err(bad("state record missing or followed by junk".into()));
     }
-
-    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, ClusterError> {
-        let meta = self.load_meta()?;
-        let data = self.tree.get(KEY_DATA)?;
-        match (meta, data) {
-            (None, None) => Ok(None),
-            (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
-            (meta, data) => Err(ClusterError::IncompleteSnapshot {
-                meta: meta.is_some(),
-                data: data.is_some(),
-            }),
-        }
-    }
-
-    /// Writes meta and data atomically and fsyncs. Returns whether it was written.
-    fn save(
-        &self,
-        meta: &SnapshotMeta,
-        data: &[u8],
-        replace: Replace,
-    ) -> Result<bool, ClusterError> {
-        let _guard = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        if replace == Replace::IfNotOlder {
-            if let Some(current) = self.load_meta()? {
-                if current.last_log_id > meta.last_log_id {
-                    return Ok(false);
-                }
-            }
-        }
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_META, encode("snapshot meta", meta)?);
-        batch.insert(KEY_DATA, data);
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
-        Ok(true)
-    }
+    serde_json::from_slice(payload).map_err(|e| bad(format!("state does not decode: {e}")))
 }
 
-/// Decodes snapshot bytes and checks them against their meta.
-fn decode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<AppliedState, ClusterError> {
-    let applied: AppliedState = decode("snapshot data", SNAPSHOT_TREE, KEY_DATA, data)?;
-    applied.check_meta(meta)?;
-    Ok(applied)
+/// Loads the current snapshot of `files`, if any, as the state machine's starting point.
+fn load_current(files: &SnapshotFiles) -> Result<Option<AppliedState>, ClusterError> {
+    let Some((meta, r)) = files.open_current()? else {
+        return Ok(None);
+    };
+    let state = read_body(r, &files.current_path())?;
+    Ok(Some(AppliedState {
+        state,
+        last_applied: meta.last_log_id,
+        last_membership: meta.last_membership,
+    }))
 }
 
-/// The Raft state machine of one node: the in-memory [`HostState`] plus the persisted current
-/// snapshot.
+/// The Raft state machine of one node: the in-memory [`HostState`] plus the current snapshot
+/// file.
 ///
 /// Created by [`open_stores`](crate::open_stores); hand it to openraft and keep a
 /// [`StateHandle`] (from [`StateMachine::handle`]) for reads.
 pub struct StateMachine {
     applied: StateHandle,
-    snapshots: SnapshotStore,
+    files: SnapshotFiles,
+    /// The file the snapshot being received from the leader is written to.
+    receiving: Option<PathBuf>,
     /// Counts snapshot builds in this process; a suffix making snapshot ids distinct.
     builds: u64,
 }
@@ -204,20 +180,15 @@ impl fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine over the snapshot tree, starting from the stored snapshot if
-    /// there is one.
-    pub(crate) fn open(tree: sled::Tree) -> Result<Self, ClusterError> {
-        let snapshots = SnapshotStore {
-            tree,
-            write: Arc::new(Mutex::new(())),
-        };
-        let applied = match snapshots.load()? {
-            None => AppliedState::default(),
-            Some((meta, data)) => decode_snapshot(&meta, &data)?,
-        };
+    /// Opens the state machine over the snapshot directory `dir`, starting from the current
+    /// snapshot if there is one. Blocking (reads the snapshot).
+    pub(crate) fn open(dir: &Path) -> Result<Self, ClusterError> {
+        let files = SnapshotFiles::open(dir)?;
+        let applied = load_current(&files)?.unwrap_or_default();
         Ok(StateMachine {
             applied: StateHandle::new(applied),
-            snapshots,
+            files,
+            receiving: None,
             builds: 0,
         })
     }
@@ -231,19 +202,25 @@ impl StateMachine {
     pub fn read<R>(&self, f: impl FnOnce(&HostState) -> R) -> R {
         self.applied.read(f)
     }
+
+    /// The snapshot directory.
+    pub fn files(&self) -> &SnapshotFiles {
+        &self.files
+    }
 }
 
-/// Builds a snapshot of the state as it is when [`RaftSnapshotBuilder::build_snapshot`] runs,
-/// persists it as the current snapshot and returns it.
-pub struct SledSnapshotBuilder {
+/// Builds a snapshot of the state as it is when [`RaftSnapshotBuilder::build_snapshot`] runs:
+/// takes a point-in-time copy under the read lock, then writes the file on the blocking pool
+/// while the state machine keeps applying.
+pub struct FileSnapshotBuilder {
     applied: StateHandle,
-    snapshots: SnapshotStore,
+    files: SnapshotFiles,
     seq: u64,
 }
 
-impl fmt::Debug for SledSnapshotBuilder {
+impl fmt::Debug for FileSnapshotBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SledSnapshotBuilder")
+        f.debug_struct("FileSnapshotBuilder")
             .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
@@ -256,34 +233,43 @@ fn snapshot_id(last: Option<LogId>, seq: u64) -> String {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for SledSnapshotBuilder {
+fn to_tokio(file: std::fs::File) -> Box<SnapshotData> {
+    Box::new(tokio::fs::File::from_std(file))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for FileSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Copy under the read lock (short), serialize and fsync off the async workers.
         let copy = self.applied.lock_read().clone();
-        let snapshots = self.snapshots.clone();
+        let files = self.files.clone();
         let seq = self.seq;
-        let (meta, data) = blocking(move || {
-            let data = encode("snapshot data", &copy)?;
+        let started = std::time::Instant::now();
+        let (meta, file, bytes) = blocking(move || {
             let meta = SnapshotMeta {
                 last_log_id: copy.last_applied,
-                last_membership: copy.last_membership,
+                last_membership: copy.last_membership.clone(),
                 snapshot_id: snapshot_id(copy.last_applied, seq),
             };
-            snapshots.save(&meta, &data, Replace::IfNotOlder)?;
-            Ok((meta, data))
+            let temp = files.write_temp(&meta, |w| write_body(w, &copy.state))?;
+            let reader = std::fs::File::open(&temp).map_err(|source| ClusterError::File {
+                path: temp.clone(),
+                source,
+            })?;
+            let bytes = reader.metadata().map(|m| m.len()).unwrap_or(0);
+            files.make_current(&temp, &meta, Replace::IfNotOlder)?;
+            Ok((meta, reader, bytes))
         })
         .await
         .map_err(|e| to_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
-        tracing::debug!(%meta, bytes = data.len(), "built raft snapshot");
+        tracing::debug!(%meta, bytes, took_ms = started.elapsed().as_millis() as u64, "built raft snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: to_tokio(file),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SledSnapshotBuilder;
+    type SnapshotBuilder = FileSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let applied = self.applied.lock_read();
@@ -322,15 +308,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.builds += 1;
-        SledSnapshotBuilder {
+        FileSnapshotBuilder {
             applied: self.applied.clone(),
-            snapshots: self.snapshots.clone(),
+            files: self.files.clone(),
             seq: self.builds,
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+        let path = self.files.temp_path("recv");
+        let opened = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path);
+        let file = opened.map_err(|source| {
+            to_storage_error(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Write,
+                &ClusterError::File {
+                    path: path.clone(),
+                    source,
+                },
+            )
+        })?;
+        if let Some(old) = self.receiving.replace(path) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(to_tokio(file))
     }
 
     async fn install_snapshot(
@@ -338,38 +343,85 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let snapshots = self.snapshots.clone();
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let mut file = *snapshot;
+        file.flush()
+            .await
+            .map_err(|e| to_storage_error(subject(), ErrorVerb::Write, &ClusterError::Io(e)))?;
+        let file = file.into_std().await;
+        let received = self.receiving.take();
+        let files = self.files.clone();
         let owned_meta = meta.clone();
-        // Decode and persist first: if either fails the node stops with its old state.
-        let applied = blocking(move || {
-            let applied = decode_snapshot(&owned_meta, &data)?;
-            snapshots.save(&owned_meta, &data, Replace::Always)?;
-            Ok(applied)
-        })
-        .await
-        .map_err(|e| {
-            to_storage_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                &e,
-            )
-        })?;
+        // Verify and decode first: if anything fails the node keeps its old state and snapshot.
+        let applied = blocking(move || install_file(&files, file, received, &owned_meta))
+            .await
+            .map_err(|e| to_storage_error(subject(), ErrorVerb::Write, &e))?;
         *self.applied.lock_write() = applied;
         tracing::info!(%meta, "installed raft snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let snapshots = self.snapshots.clone();
-        let stored = blocking(move || snapshots.load())
-            .await
-            .map_err(|e| to_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
-        Ok(stored.map(|(meta, data)| Snapshot {
+        let files = self.files.clone();
+        let current = blocking(move || {
+            Ok(match files.open_current()? {
+                None => None,
+                Some((meta, r)) => {
+                    let mut file = r.into_inner();
+                    file.seek(SeekFrom::Start(0)).map_err(ClusterError::Io)?;
+                    Some((meta, file))
+                }
+            })
+        })
+        .await
+        .map_err(|e| to_storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: to_tokio(file),
         }))
     }
+}
+
+/// Whether `file` is the file at `path` (same device and inode).
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Checks a received snapshot file against `meta`, decodes it and makes it current.
+fn install_file(
+    files: &SnapshotFiles,
+    file: std::fs::File,
+    received: Option<PathBuf>,
+    meta: &SnapshotMeta,
+) -> Result<AppliedState, ClusterError> {
+    // The data normally arrive in the file `begin_receiving_snapshot` created; if openraft (or
+    // a test) hands over another file, its bytes are written anew below.
+    let received = received.filter(|p| same_file(&file, p));
+    let path = received
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("<received snapshot>"));
+    file.sync_all().map_err(ClusterError::Io)?;
+    let (file_meta, r) = read_head(file, &path)?;
+    let applied = AppliedState {
+        state: read_body(r, &path)?,
+        last_applied: file_meta.last_log_id,
+        last_membership: file_meta.last_membership.clone(),
+    };
+    applied.check_meta(meta)?;
+    match received {
+        Some(p) => {
+            files.make_current(&p, meta, Replace::Always)?;
+        }
+        None => {
+            let temp = files.write_temp(meta, |w| write_body(w, &applied.state))?;
+            files.make_current(&temp, meta, Replace::Always)?;
+        }
+    }
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -459,11 +511,18 @@ mod tests {
         entries
     }
 
-    fn open_sm() -> (tempfile::TempDir, sled::Db, StateMachine) {
+    fn open_sm() -> (tempfile::TempDir, (), StateMachine) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
-        (dir, db, sm)
+        let sm = StateMachine::open(dir.path()).unwrap();
+        (dir, (), sm)
+    }
+
+    async fn bytes_of(snap: Snapshot) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut f = *snap.snapshot;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).await.unwrap();
+        v
     }
 
     fn state_of(sm: &StateMachine) -> HostState {
@@ -520,9 +579,13 @@ mod tests {
             .build_snapshot()
             .await
             .unwrap();
-        assert_eq!(sa.snapshot.get_ref(), sb.snapshot.get_ref());
         assert_eq!(sa.meta.last_log_id, Some(log_id(2, 12)));
         assert_eq!(sa.meta.last_membership.log_id(), &Some(log_id(1, 1)));
+        // Equal states give equal bodies (the snapshot ids differ only by build number).
+        let (ma, ba) = (sa.meta.clone(), bytes_of(sa).await);
+        let (mb, bb) = (sb.meta.clone(), bytes_of(sb).await);
+        assert_eq!(ma.snapshot_id, mb.snapshot_id);
+        assert_eq!(ba, bb);
     }
 
     #[tokio::test]
@@ -542,10 +605,17 @@ mod tests {
         let at_snapshot = state_of(&leader);
         leader.apply(entries[8..].to_vec()).await.unwrap();
 
+        let meta = snap.meta.clone();
+        let data = bytes_of(snap).await;
+        let snap = Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(tempfile::tempfile().unwrap())),
+        };
         let mut received = follower.begin_receiving_snapshot().await.unwrap();
-        received
-            .get_mut()
-            .extend_from_slice(snap.snapshot.get_ref());
+        // Chunks as openraft writes them.
+        for chunk in data.chunks(7) {
+            received.write_all(chunk).await.unwrap();
+        }
         follower
             .install_snapshot(&snap.meta, received)
             .await
@@ -570,8 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = history();
         let (state, meta) = {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let mut sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
+            let mut sm = StateMachine::open(dir.path()).unwrap();
             sm.apply(entries[..6].to_vec()).await.unwrap();
             let snap = sm
                 .get_snapshot_builder()
@@ -584,8 +653,7 @@ mod tests {
             sm.apply(entries[6..].to_vec()).await.unwrap();
             (state, snap.meta)
         };
-        let db = crate::store::reopen_for_test(dir.path());
-        let mut sm = StateMachine::open(db.open_tree(SNAPSHOT_TREE).unwrap()).unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
         assert_eq!(state_of(&sm), state);
         assert_eq!(
             sm.applied_state().await.unwrap(),
@@ -601,9 +669,9 @@ mod tests {
         sm.apply(entries[..4].to_vec()).await.unwrap();
         // A build that copied the state early but persists after a later snapshot was saved
         // (e.g. one installed from the leader meanwhile).
-        let mut early = SledSnapshotBuilder {
+        let mut early = FileSnapshotBuilder {
             applied: StateHandle::new(sm.applied.lock_read().clone()),
-            snapshots: sm.snapshots.clone(),
+            files: sm.files.clone(),
             seq: 99,
         };
         sm.apply(entries[4..].to_vec()).await.unwrap();

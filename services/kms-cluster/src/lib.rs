@@ -20,6 +20,9 @@
 //!     entries, its snapshots ([`FileSnapshotBuilder`]) and the read handle [`StateHandle`].
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
 //! - [`handover`]: leadership hand-over when a leader stops gracefully.
+//! - [`identity`]: the data directory's node id and incarnation.
+//! - [`node`]: a running cluster member (start, group commit, forwarding, serve-local outbox,
+//!   quorum watch, bootstrap, status), one module per job.
 //! - [`events`]: membership events (operator RPCs, bootstrap) for the daemon's audit log.
 //! - `error`: [`ClusterError`], this crate's typed errors (mapped to openraft's `StorageError` at
 //!   the trait boundary).
@@ -31,6 +34,7 @@ mod error;
 pub mod events;
 pub mod grpc;
 pub mod handover;
+pub mod identity;
 pub mod network;
 pub mod node;
 pub mod outbox;

@@ -2,15 +2,16 @@
 //!
 //! Owns the order of operations when a command is applied and the read-only views over the
 //! state. It is pure: no clock, no I/O, no randomness, only ordered collections, so replicas
-//! applying the same commands produce equal states (and equal serialized snapshots).
+//! applying the same commands produce equal states (and equal snapshot bytes).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::changes::{Changes, ClientKey};
 use crate::command::{Activation, ActivationResult, Command, CommandResult, Outcome};
+use crate::compact::intern;
 use crate::dedup::{DedupEntry, DedupLog, DEFAULT_DEDUP_RETENTION_MS};
 use crate::epid::EpidRecord;
 use crate::stats::Stats;
@@ -33,18 +34,23 @@ impl Default for StateConfig {
 }
 
 /// The deterministic state of a KMS host: statistics, per-group client windows with inventory,
-/// ePIDs and the deduplication memory. Serializable as a whole (the Raft snapshot).
+/// ePIDs and the deduplication memory. Written and read as a whole by
+/// [`HostState::write_snapshot`] and [`HostState::read_snapshot`] (the Raft snapshot).
+///
+/// Cloning is cheap whatever the number of clients (the large maps are persistent B+trees that
+/// a clone shares; only the per-group maps, a few entries each, are copied), so a snapshot can
+/// be taken under a short lock and written on another thread while commands keep applying.
 ///
 /// Invariant: a count group has a client window only while it holds at least one client, so
 /// equal histories give structurally equal values regardless of how they were rebuilt.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
-    config: StateConfig,
-    global: Stats,
-    group_stats: BTreeMap<String, Stats>,
-    windows: BTreeMap<String, ClientWindow>,
-    epids: BTreeMap<String, EpidRecord>,
-    dedup: DedupLog,
+    pub(crate) config: StateConfig,
+    pub(crate) global: Stats,
+    pub(crate) group_stats: BTreeMap<String, Stats>,
+    pub(crate) windows: BTreeMap<Arc<str>, ClientWindow>,
+    pub(crate) epids: BTreeMap<String, EpidRecord>,
+    pub(crate) dedup: DedupLog,
 }
 
 impl HostState {
@@ -61,15 +67,12 @@ impl HostState {
         &self.config
     }
 
-    /// Applies one command deterministically and reports its result and the keys it touched.
+    /// Applies one command deterministically and returns its result.
     ///
     /// Never panics, whatever the command times (they may go backwards between commands).
-    pub fn apply(&mut self, cmd: &Command) -> (CommandResult, Changes) {
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::Activation(a) => {
-                let (r, ch) = self.apply_activation(a);
-                (CommandResult::Activation(r), ch)
-            }
+            Command::Activation(a) => CommandResult::Activation(self.apply_activation(a)),
             Command::SetEpid {
                 count_group,
                 epid,
@@ -78,41 +81,41 @@ impl HostState {
         }
     }
 
-    fn apply_activation(&mut self, a: &Activation) -> (ActivationResult, Changes) {
+    fn apply_activation(&mut self, a: &Activation) -> ActivationResult {
         let retention = self.config.dedup_retention_ms;
         if let Some(active_clients) = self.dedup.lookup(&a.request_id, a.time_ms, retention) {
-            let dup = ActivationResult {
+            return ActivationResult {
                 active_clients,
                 duplicate: true,
             };
-            return (dup, Changes::default());
         }
-        let mut ch = Changes::default();
-        self.expire(a.time_ms, &mut ch);
+        self.expire(a.time_ms);
 
         self.global.record(&a.outcome, a.license_state);
-        ch.global_stats = true;
         if let Some(group) = &a.count_group {
-            self.group_stats
-                .entry(group.clone())
-                .or_default()
-                .record(&a.outcome, a.license_state);
-            ch.group_stats.insert(group.clone());
+            match self.group_stats.get_mut(group.as_str()) {
+                Some(stats) => stats.record(&a.outcome, a.license_state),
+                None => {
+                    let mut stats = Stats::default();
+                    stats.record(&a.outcome, a.license_state);
+                    self.group_stats.insert(group.clone(), stats);
+                }
+            }
         }
 
         let active = match (&a.count_group, a.outcome) {
             (Some(group), Outcome::Answered) => {
-                let window = self.windows.entry(group.clone()).or_default();
-                window.observe(group, a);
-                ch.client_upserted(ClientKey {
-                    count_group: group.clone(),
-                    cmid: a.cmid,
-                });
+                let window = match self.windows.get_mut(group.as_str()) {
+                    Some(w) => w,
+                    None => self.windows.entry(intern(group)).or_default(),
+                };
+                window.observe(a);
                 window.len()
             }
-            (Some(group), Outcome::Refused { .. }) => {
-                self.windows.get(group).map_or(0, ClientWindow::len)
-            }
+            (Some(group), Outcome::Refused { .. }) => self
+                .windows
+                .get(group.as_str())
+                .map_or(0, ClientWindow::len),
             (None, _) => 0,
         };
         let active_clients = u32::try_from(active).unwrap_or(u32::MAX);
@@ -122,47 +125,32 @@ impl HostState {
             time_ms: a.time_ms,
             active_clients,
         });
-        ch.request_added(a.request_id);
-        let result = ActivationResult {
+        ActivationResult {
             active_clients,
             duplicate: false,
-        };
-        (result, ch)
+        }
     }
 
     /// Drops clients whose 30 days are over (in every group, so idle groups do not keep stale
     /// inventory) and request ids past their retention.
-    fn expire(&mut self, now_ms: u64, ch: &mut Changes) {
-        for id in self.dedup.prune(now_ms, self.config.dedup_retention_ms) {
-            ch.request_removed(id);
-        }
-        self.windows.retain(|group, window| {
-            for cmid in window.prune(now_ms) {
-                ch.client_removed(ClientKey {
-                    count_group: group.clone(),
-                    cmid,
-                });
-            }
+    fn expire(&mut self, now_ms: u64) {
+        self.dedup.prune(now_ms, self.config.dedup_retention_ms);
+        self.windows.retain(|_, window| {
+            window.prune(now_ms);
             !window.is_empty()
         });
     }
 
-    fn apply_set_epid(
-        &mut self,
-        group: &str,
-        epid: &str,
-        time_ms: u64,
-    ) -> (CommandResult, Changes) {
-        let mut ch = Changes::default();
-        let rec = self.epids.entry(group.to_owned()).or_insert_with(|| {
-            ch.epids_set.insert(group.to_owned());
-            EpidRecord {
+    fn apply_set_epid(&mut self, group: &str, epid: &str, time_ms: u64) -> CommandResult {
+        let rec = self
+            .epids
+            .entry(group.to_owned())
+            .or_insert_with(|| EpidRecord {
                 count_group: group.to_owned(),
                 epid: epid.to_owned(),
                 set_ms: time_ms,
-            }
-        });
-        (CommandResult::Epid(rec.epid.clone()), ch)
+            });
+        CommandResult::Epid(rec.epid.clone())
     }
 
     /// Global statistics (all requests, including those of unknown products).
@@ -180,9 +168,9 @@ impl HostState {
         let mut names: Vec<&str> = self
             .group_stats
             .keys()
-            .chain(self.windows.keys())
-            .chain(self.epids.keys())
             .map(String::as_str)
+            .chain(self.windows.keys().map(|g| &**g))
+            .chain(self.epids.keys().map(String::as_str))
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -200,18 +188,19 @@ impl HostState {
     ///
     /// Entries expired since the last command are still listed; use
     /// [`ClientFilter::seen_since_ms`] to hide them.
-    pub fn clients(&self, filter: ClientFilter) -> impl Iterator<Item = &ClientRecord> + '_ {
+    pub fn clients(&self, filter: ClientFilter) -> impl Iterator<Item = ClientRecord<'_>> + '_ {
         let group = filter.count_group.clone();
         self.windows
             .iter()
-            .filter(move |(g, _)| group.as_deref().is_none_or(|want| want == g.as_str()))
-            .flat_map(|(_, w)| w.iter())
+            .filter(move |(g, _)| group.as_deref().is_none_or(|want| want == &***g))
+            .flat_map(|(g, w)| w.iter().map(move |(cmid, c)| c.view(g, *cmid)))
             .filter(move |r| filter.matches(r))
     }
 
     /// The inventory entry of one client in one count group.
-    pub fn client(&self, group: &str, cmid: &Uuid) -> Option<&ClientRecord> {
-        self.windows.get(group)?.get(cmid)
+    pub fn client(&self, group: &str, cmid: &Uuid) -> Option<ClientRecord<'_>> {
+        let (name, window) = self.windows.get_key_value(group)?;
+        window.get(cmid).map(|c| c.view(name, *cmid))
     }
 
     /// Number of inventory entries over all groups (as of the last pruning).
@@ -231,49 +220,12 @@ impl HostState {
 
     /// The remembered result of a request id, if still held (expiry happens when later
     /// commands are applied).
-    pub fn request(&self, request_id: &Uuid) -> Option<&DedupEntry> {
+    pub fn request(&self, request_id: &Uuid) -> Option<DedupEntry> {
         self.dedup.get(request_id)
     }
 
     /// Number of request ids currently remembered for deduplication.
     pub fn request_count(&self) -> usize {
         self.dedup.len()
-    }
-
-    // ---- crate-internal access for the store (loading and writing keys) ----
-
-    pub(crate) fn group_stats_iter(&self) -> impl Iterator<Item = (&String, &Stats)> {
-        self.group_stats.iter()
-    }
-
-    pub(crate) fn requests_iter(&self) -> impl Iterator<Item = &DedupEntry> {
-        self.dedup.iter()
-    }
-
-    pub(crate) fn set_config(&mut self, config: StateConfig) {
-        self.config = config;
-    }
-
-    pub(crate) fn restore_global_stats(&mut self, stats: Stats) {
-        self.global = stats;
-    }
-
-    pub(crate) fn restore_group_stats(&mut self, group: String, stats: Stats) {
-        self.group_stats.insert(group, stats);
-    }
-
-    pub(crate) fn restore_client(&mut self, record: ClientRecord) {
-        self.windows
-            .entry(record.count_group.to_string())
-            .or_default()
-            .insert_record(record);
-    }
-
-    pub(crate) fn restore_epid(&mut self, record: EpidRecord) {
-        self.epids.insert(record.count_group.clone(), record);
-    }
-
-    pub(crate) fn restore_request(&mut self, entry: DedupEntry) {
-        self.dedup.insert(entry);
     }
 }

@@ -4,36 +4,41 @@
 //! (CMIDs) whose last request is less than 30 days old. A CMID last seen at `t` still counts at
 //! `t + 30d - 1ms` and no longer at `t + 30d`. An index ordered by `(last_seen_ms, cmid)` makes
 //! pruning cost proportional to the number of expired entries.
+//!
+//! Storage is compact and structurally shared: both maps are persistent B+trees
+//! ([`imbl::OrdMap`]), so cloning a window is O(1) and a clone shares every node until one side
+//! changes it. A stored entry ([`Client`]) is 56 bytes plus its 16-byte CMID key; the count
+//! group lives once in the window, the shared descriptive fields in a [`Profile`]. Readers get
+//! a borrowed [`ClientRecord`] view.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
+use imbl::{OrdMap, OrdSet};
 use kms_protocol::LicenseState;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::command::Activation;
+use crate::compact::{intern_profile, MachineName, Profile};
 
 /// How long a CMID keeps counting after its last request: 30 days in milliseconds.
 pub const CLIENT_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// Inventory entry of one client machine in one count group (what `kmsctl clients` lists).
+/// Inventory entry of one client machine in one count group (what `kmsctl clients` lists): a
+/// view borrowed from the state.
 ///
 /// Descriptive fields hold the most recent report (by command time).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientRecord {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRecord<'a> {
     /// Count group the client was counted in.
-    #[serde(deserialize_with = "de_interned")]
-    pub count_group: Arc<str>,
+    pub count_group: &'a str,
     /// Client machine id.
     pub cmid: Uuid,
     /// Machine name last reported.
-    pub machine_name: String,
+    pub machine_name: &'a str,
     /// SKU (edition activation id) last reported.
     pub sku_id: Uuid,
     /// Catalog product group last reported, if the catalog knew it.
-    #[serde(deserialize_with = "de_interned_opt")]
-    pub product_group: Option<Arc<str>>,
+    pub product_group: Option<&'a str>,
     /// kmsCountedId last reported.
     pub kms_counted_id: Uuid,
     /// applicationId last reported.
@@ -52,32 +57,37 @@ pub struct ClientRecord {
     pub first_seen_ms: u64,
     /// Latest request time seen (unix ms); drives expiry.
     pub last_seen_ms: u64,
-    /// Answered requests counted since the client (re-)entered the window.
+    /// Answered requests counted since the client (re-)entered the window (saturates at
+    /// `u32::MAX`).
     pub requests: u64,
 }
 
-impl ClientRecord {
+impl ClientRecord<'_> {
     /// Whether this client still counts at `now_ms` (last seen less than 30 days before).
     pub fn is_active_at(&self, now_ms: u64) -> bool {
         self.last_seen_ms.saturating_add(CLIENT_WINDOW_MS) > now_ms
     }
+}
 
-    fn new(group: &str, a: &Activation) -> Self {
-        ClientRecord {
-            count_group: intern(group),
-            cmid: a.cmid,
-            machine_name: a.machine_name.clone(),
-            sku_id: a.sku_id,
-            product_group: a.product_group.as_deref().map(intern),
-            kms_counted_id: a.kms_counted_id,
-            application_id: a.application_id,
-            client_vm: a.client_vm,
-            license_state: a.license_state,
-            grace_minutes: a.grace_minutes,
-            required_count: a.required_count,
-            protocol_major: a.protocol_major,
+/// What the state stores per client (the CMID is the map key, the count group the window's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Client {
+    pub(crate) first_seen_ms: u64,
+    pub(crate) last_seen_ms: u64,
+    pub(crate) profile: Arc<Profile>,
+    pub(crate) machine_name: MachineName,
+    pub(crate) grace_minutes: u32,
+    pub(crate) requests: u32,
+}
+
+impl Client {
+    fn new(a: &Activation) -> Self {
+        Client {
             first_seen_ms: a.time_ms,
             last_seen_ms: a.time_ms,
+            profile: intern_profile(Profile::of(a)),
+            machine_name: MachineName::new(&a.machine_name),
+            grace_minutes: a.grace_minutes,
             requests: 1,
         }
     }
@@ -85,48 +95,39 @@ impl ClientRecord {
     /// Folds in a later request of the same client. Tolerates time going backwards.
     fn observe(&mut self, a: &Activation) {
         if a.time_ms >= self.last_seen_ms {
-            self.machine_name.clone_from(&a.machine_name);
-            self.sku_id = a.sku_id;
-            self.product_group = a.product_group.as_deref().map(intern);
-            self.kms_counted_id = a.kms_counted_id;
-            self.application_id = a.application_id;
-            self.client_vm = a.client_vm;
-            self.license_state = a.license_state;
+            if self.machine_name.as_str() != a.machine_name {
+                self.machine_name = MachineName::new(&a.machine_name);
+            }
+            if !self.profile.matches(a) {
+                self.profile = intern_profile(Profile::of(a));
+            }
             self.grace_minutes = a.grace_minutes;
-            self.required_count = a.required_count;
-            self.protocol_major = a.protocol_major;
             self.last_seen_ms = a.time_ms;
         }
         self.first_seen_ms = self.first_seen_ms.min(a.time_ms);
         self.requests = self.requests.saturating_add(1);
     }
-}
 
-/// Shares one allocation per distinct group name among all records (a few dozen names
-/// for any number of clients), which keeps the per-client memory small. Interning does
-/// not change any value, so applying stays deterministic.
-pub fn intern(name: &str) -> Arc<str> {
-    static NAMES: OnceLock<Mutex<BTreeSet<Arc<str>>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(n) = names.get(name) {
-        return n.clone();
+    pub(crate) fn view<'a>(&'a self, count_group: &'a str, cmid: Uuid) -> ClientRecord<'a> {
+        let p = &*self.profile;
+        ClientRecord {
+            count_group,
+            cmid,
+            machine_name: self.machine_name.as_str(),
+            sku_id: p.sku_id,
+            product_group: p.product_group.as_deref(),
+            kms_counted_id: p.kms_counted_id,
+            application_id: p.application_id,
+            client_vm: p.client_vm,
+            license_state: p.license_state,
+            grace_minutes: self.grace_minutes,
+            required_count: p.required_count,
+            protocol_major: p.protocol_major,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            requests: u64::from(self.requests),
+        }
     }
-    let n: Arc<str> = Arc::from(name);
-    names.insert(n.clone());
-    n
-}
-
-fn de_interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-    let s = String::deserialize(d)?;
-    Ok(intern(&s))
-}
-
-fn de_interned_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    Ok(s.as_deref().map(intern))
 }
 
 /// Selects inventory entries for [`HostState::clients`](crate::HostState::clients).
@@ -144,43 +145,35 @@ pub struct ClientFilter {
 
 impl ClientFilter {
     /// Whether `record` passes the filter.
-    pub fn matches(&self, record: &ClientRecord) -> bool {
+    pub fn matches(&self, record: &ClientRecord<'_>) -> bool {
         self.count_group
             .as_deref()
-            .is_none_or(|g| g == &*record.count_group)
+            .is_none_or(|g| g == record.count_group)
             && self
                 .product_group
                 .as_deref()
-                .is_none_or(|p| record.product_group.as_deref() == Some(p))
+                .is_none_or(|p| record.product_group == Some(p))
             && self.seen_since_ms.is_none_or(|t| record.last_seen_ms >= t)
     }
 }
 
 /// Clients of one count group with their expiry index.
 ///
-/// Serialized as the list of records; the index is rebuilt on deserialization.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "Vec<ClientRecord>", into = "Vec<ClientRecord>")]
+/// Invariant: `by_last_seen` holds exactly `(c.last_seen_ms, cmid)` for every `(cmid, c)` of
+/// `clients`, so equality only compares `clients`.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ClientWindow {
-    clients: BTreeMap<Uuid, ClientRecord>,
-    by_last_seen: BTreeSet<(u64, Uuid)>,
+    clients: OrdMap<Uuid, Client>,
+    by_last_seen: OrdSet<(u64, Uuid)>,
 }
 
-impl From<Vec<ClientRecord>> for ClientWindow {
-    fn from(records: Vec<ClientRecord>) -> Self {
-        let mut w = ClientWindow::default();
-        for r in records {
-            w.insert_record(r);
-        }
-        w
+impl PartialEq for ClientWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.clients == other.clients
     }
 }
 
-impl From<ClientWindow> for Vec<ClientRecord> {
-    fn from(w: ClientWindow) -> Self {
-        w.clients.into_values().collect()
-    }
-}
+impl Eq for ClientWindow {}
 
 impl ClientWindow {
     /// Number of clients held (all of them active as of the last pruning).
@@ -192,56 +185,65 @@ impl ClientWindow {
         self.clients.is_empty()
     }
 
-    pub(crate) fn get(&self, cmid: &Uuid) -> Option<&ClientRecord> {
+    pub(crate) fn get(&self, cmid: &Uuid) -> Option<&Client> {
         self.clients.get(cmid)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &ClientRecord> {
-        self.clients.values()
+    /// Clients by CMID.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
+        self.clients.iter()
     }
 
-    /// Inserts or replaces a whole record (loading from disk or a snapshot).
-    pub(crate) fn insert_record(&mut self, record: ClientRecord) {
-        self.by_last_seen.insert((record.last_seen_ms, record.cmid));
-        if let Some(old) = self.clients.insert(record.cmid, record) {
-            let new_last = self.clients[&old.cmid].last_seen_ms;
-            if old.last_seen_ms != new_last {
-                self.by_last_seen.remove(&(old.last_seen_ms, old.cmid));
-            }
+    /// Clients in expiry order `(last_seen_ms, cmid)` (the snapshot order).
+    pub(crate) fn iter_by_last_seen(&self) -> impl Iterator<Item = (Uuid, &Client)> {
+        self.by_last_seen
+            .iter()
+            .filter_map(|(_, cmid)| self.clients.get(cmid).map(|c| (*cmid, c)))
+    }
+
+    /// Inserts a whole record (reading a snapshot). Returns false, changing nothing, when the
+    /// CMID is already present.
+    pub(crate) fn insert_new(&mut self, cmid: Uuid, client: Client) -> bool {
+        if self.clients.contains_key(&cmid) {
+            return false;
         }
+        self.by_last_seen.insert((client.last_seen_ms, cmid));
+        self.clients.insert(cmid, client);
+        true
     }
 
     /// Records an answered request of `a.cmid` (new client or re-request).
-    pub(crate) fn observe(&mut self, group: &str, a: &Activation) {
+    pub(crate) fn observe(&mut self, a: &Activation) {
         match self.clients.get_mut(&a.cmid) {
             Some(rec) => {
                 let old_last = rec.last_seen_ms;
                 rec.observe(a);
-                if rec.last_seen_ms != old_last {
+                let new_last = rec.last_seen_ms;
+                if new_last != old_last {
                     self.by_last_seen.remove(&(old_last, a.cmid));
-                    self.by_last_seen.insert((rec.last_seen_ms, a.cmid));
+                    self.by_last_seen.insert((new_last, a.cmid));
                 }
             }
             None => {
-                self.clients.insert(a.cmid, ClientRecord::new(group, a));
+                self.clients.insert(a.cmid, Client::new(a));
                 self.by_last_seen.insert((a.time_ms, a.cmid));
             }
         }
     }
 
-    /// Removes clients last seen 30 days or more before `now_ms`; returns their CMIDs.
-    pub(crate) fn prune(&mut self, now_ms: u64) -> Vec<Uuid> {
+    /// Removes clients last seen 30 days or more before `now_ms`; returns how many.
+    pub(crate) fn prune(&mut self, now_ms: u64) -> usize {
         let Some(cutoff) = now_ms.checked_sub(CLIENT_WINDOW_MS) else {
-            return Vec::new();
+            return 0;
         };
-        let mut removed = Vec::new();
-        while let Some(&(last_seen, cmid)) = self.by_last_seen.first() {
+        let mut removed = 0;
+        while let Some(&(last_seen, cmid)) = self.by_last_seen.get_min() {
             if last_seen > cutoff {
                 break;
             }
-            self.by_last_seen.pop_first();
+            self.by_last_seen.remove_min();
             self.clients.remove(&cmid);
-            removed.push(cmid);
+            removed += 1;
         }
         removed
     }
@@ -295,41 +297,82 @@ mod tests {
     fn boundary_is_exact() {
         let mut w = ClientWindow::default();
         let t = CLIENT_WINDOW_MS + 5;
-        w.observe("windows", &act(1, t));
+        w.observe(&act(1, t));
         assert_eq!(w.active_at(t + CLIENT_WINDOW_MS - 1), 1);
         assert_eq!(w.active_at(t + CLIENT_WINDOW_MS), 0);
-        assert!(w.prune(t + CLIENT_WINDOW_MS - 1).is_empty());
-        assert_eq!(w.prune(t + CLIENT_WINDOW_MS), vec![Uuid::from_u128(1)]);
+        assert_eq!(w.prune(t + CLIENT_WINDOW_MS - 1), 0);
+        assert_eq!(w.prune(t + CLIENT_WINDOW_MS), 1);
         assert!(w.is_empty() && w.index_consistent());
     }
 
     #[test]
     fn time_going_backwards_keeps_latest_report() {
         let mut w = ClientWindow::default();
-        w.observe("windows", &act(1, 1_000));
+        w.observe(&act(1, 1_000));
         let mut older = act(1, 400);
         older.machine_name = "old-name".into();
-        w.observe("windows", &older);
-        let r = w.get(&Uuid::from_u128(1)).unwrap();
+        older.license_state = LicenseState::Notification;
+        w.observe(&older);
+        let r = w
+            .get(&Uuid::from_u128(1))
+            .unwrap()
+            .view("windows", Uuid::from_u128(1));
         assert_eq!(
             (r.first_seen_ms, r.last_seen_ms, r.requests),
             (400, 1_000, 2)
         );
         assert_eq!(r.machine_name, "pc1");
+        assert_eq!(r.license_state, LicenseState::Licensed);
         assert!(w.index_consistent());
         // Early times never underflow.
         assert_eq!(w.active_at(0), 1);
-        assert!(w.prune(0).is_empty());
+        assert_eq!(w.prune(0), 0);
     }
 
     #[test]
-    fn insert_record_replaces_index_entry() {
+    fn later_report_replaces_descriptive_fields() {
         let mut w = ClientWindow::default();
-        w.observe("windows", &act(1, 10));
-        let mut r = w.get(&Uuid::from_u128(1)).unwrap().clone();
-        r.last_seen_ms = 20;
-        w.insert_record(r.clone());
-        w.insert_record(r);
+        w.observe(&act(1, 10));
+        let mut later = act(1, 20);
+        later.machine_name = "a-much-longer-machine-name.campus.example".into();
+        later.license_state = LicenseState::Other(1234);
+        later.product_group = Some("windows-server".into());
+        later.client_vm = true;
+        w.observe(&later);
+        let r = w
+            .get(&Uuid::from_u128(1))
+            .unwrap()
+            .view("windows", Uuid::from_u128(1));
+        assert_eq!(r.machine_name, later.machine_name);
+        assert_eq!(r.license_state, LicenseState::Other(1234));
+        assert_eq!(r.product_group, Some("windows-server"));
+        assert!(r.client_vm);
+        assert_eq!((r.first_seen_ms, r.last_seen_ms, r.requests), (10, 20, 2));
+        assert!(w.index_consistent());
+    }
+
+    #[test]
+    fn clone_is_shared_and_independent() {
+        let mut w = ClientWindow::default();
+        for i in 0..1_000 {
+            w.observe(&act(i, 100 + i as u64));
+        }
+        let snapshot = w.clone();
+        w.observe(&act(5, 5_000));
+        w.observe(&act(5_000, 5_001));
+        assert_eq!(snapshot.len(), 1_000);
+        assert_eq!(snapshot.get(&Uuid::from_u128(5)).unwrap().last_seen_ms, 105);
+        assert_eq!(w.get(&Uuid::from_u128(5)).unwrap().last_seen_ms, 5_000);
+        assert!(w.index_consistent() && snapshot.index_consistent());
+        assert_ne!(w, snapshot);
+    }
+
+    #[test]
+    fn insert_new_refuses_duplicates() {
+        let mut w = ClientWindow::default();
+        let c = Client::new(&act(1, 10));
+        assert!(w.insert_new(Uuid::from_u128(1), c.clone()));
+        assert!(!w.insert_new(Uuid::from_u128(1), c));
         assert!(w.index_consistent());
         assert_eq!(w.len(), 1);
     }
@@ -338,7 +381,8 @@ mod tests {
     fn filter_matches_fields() {
         let mut a = act(1, 100);
         a.product_group = Some("windows-10-11".into());
-        let r = ClientRecord::new("windows", &a);
+        let c = Client::new(&a);
+        let r = c.view("windows", a.cmid);
         assert!(ClientFilter::default().matches(&r));
         let f = |g: Option<&str>, p: Option<&str>, s: Option<u64>| ClientFilter {
             count_group: g.map(Into::into),
@@ -349,5 +393,10 @@ mod tests {
         assert!(!f(Some("office"), None, None).matches(&r));
         assert!(!f(None, Some("office-2016"), None).matches(&r));
         assert!(!f(None, None, Some(101)).matches(&r));
+    }
+
+    #[test]
+    fn stored_entry_is_compact() {
+        assert_eq!(std::mem::size_of::<Client>(), 56);
     }
 }

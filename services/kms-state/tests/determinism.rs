@@ -156,7 +156,7 @@ proptest! {
         let mut totals: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
         let mut epids: BTreeMap<String, String> = BTreeMap::new();
         for cmd in &cmds {
-            let (res, _) = s.apply(cmd);
+            let res = s.apply(cmd);
             match cmd {
                 Command::SetEpid { count_group, epid, .. } => {
                     let want = epids.entry(count_group.clone()).or_insert_with(|| epid.clone());

@@ -116,7 +116,7 @@ pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
         st.clients(filter)
             .map(|r| ClientInfo {
                 cmid: r.cmid,
-                machine_name: r.machine_name.clone(),
+                machine_name: r.machine_name.to_owned(),
                 count_group: r.count_group.to_string(),
                 product_group: r.product_group.as_deref().map(str::to_owned),
                 sku_id: r.sku_id,

@@ -293,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     results: request
                         .commands
                         .iter()
-                        .map(|command| applied.state.apply(command).0)
+                        .map(|command| applied.state.apply(command))
                         .collect(),
                 },
                 EntryPayload::Membership(membership) => {

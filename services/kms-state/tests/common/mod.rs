@@ -43,7 +43,7 @@ pub fn refused(group: Option<&str>, cmid: u128, time_ms: u64, hresult: u32) -> A
 
 /// Applies an activation and returns its result.
 pub fn apply(state: &mut HostState, a: &Activation) -> ActivationResult {
-    match state.apply(&Command::Activation(a.clone())).0 {
+    match state.apply(&Command::Activation(a.clone())) {
         CommandResult::Activation(r) => r,
         other => panic!("unexpected result {other:?}"),
     }

@@ -95,6 +95,11 @@ impl HostState {
         // profiles share one allocation), by content when two allocations hold equal values.
         let mut by_ptr: HashMap<*const Profile, u32> = HashMap::new();
         let mut by_content: std::collections::BTreeMap<&Profile, u32> = Default::default();
+        // Client and Request records are refilled in place, so writing allocates nothing per
+        // client.
+        let mut client = pb::Record {
+            kind: Some(Kind::Client(pb::Client::default())),
+        };
         for (group, window) in &self.windows {
             out.record(Kind::Window(pb::Window {
                 count_group: group.to_string(),
@@ -102,45 +107,53 @@ impl HostState {
             }))?;
             end.windows += 1;
             let mut prev_last_seen = 0u64;
-            for (cmid, client) in window.iter_by_last_seen() {
-                let profile = match by_ptr.get(&Arc::as_ptr(&client.profile)) {
+            for (cmid, c) in window.iter_by_last_seen() {
+                let profile = match by_ptr.get(&Arc::as_ptr(&c.profile)) {
                     Some(&id) => id,
                     None => {
-                        let id = match by_content.get(&*client.profile) {
+                        let id = match by_content.get(&*c.profile) {
                             Some(&id) => id,
                             None => {
                                 let id = u32::try_from(by_content.len()).unwrap_or(u32::MAX);
-                                out.record(Kind::Profile(profile_to_pb(&client.profile)))?;
+                                out.record(Kind::Profile(profile_to_pb(&c.profile)))?;
                                 end.profiles += 1;
-                                by_content.insert(&client.profile, id);
+                                by_content.insert(&c.profile, id);
                                 id
                             }
                         };
-                        by_ptr.insert(Arc::as_ptr(&client.profile), id);
+                        by_ptr.insert(Arc::as_ptr(&c.profile), id);
                         id
                     }
                 };
-                out.record(Kind::Client(pb::Client {
-                    cmid: cmid.as_bytes().to_vec(),
-                    machine_name: client.machine_name.as_str().to_owned(),
-                    profile,
-                    last_seen_delta_ms: client.last_seen_ms.saturating_sub(prev_last_seen),
-                    age_ms: client.last_seen_ms.saturating_sub(client.first_seen_ms),
-                    grace_minutes: client.grace_minutes,
-                    requests: client.requests,
-                }))?;
-                prev_last_seen = client.last_seen_ms;
+                if let Some(Kind::Client(r)) = &mut client.kind {
+                    r.cmid.clear();
+                    r.cmid.extend_from_slice(cmid.as_bytes());
+                    r.machine_name.clear();
+                    r.machine_name.push_str(c.machine_name.as_str());
+                    r.profile = profile;
+                    r.last_seen_delta_ms = c.last_seen_ms.saturating_sub(prev_last_seen);
+                    r.age_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms);
+                    r.grace_minutes = c.grace_minutes;
+                    r.requests = c.requests;
+                }
+                out.write(&client)?;
+                prev_last_seen = c.last_seen_ms;
                 end.clients += 1;
             }
         }
 
+        let mut request = pb::Record {
+            kind: Some(Kind::Request(pb::Request::default())),
+        };
         let mut prev_time = 0u64;
         for e in self.dedup.iter_by_time() {
-            out.record(Kind::Request(pb::Request {
-                request_id: e.request_id.as_bytes().to_vec(),
-                time_delta_ms: e.time_ms.saturating_sub(prev_time),
-                active_clients: e.active_clients,
-            }))?;
+            if let Some(Kind::Request(r)) = &mut request.kind {
+                r.request_id.clear();
+                r.request_id.extend_from_slice(e.request_id.as_bytes());
+                r.time_delta_ms = e.time_ms.saturating_sub(prev_time);
+                r.active_clients = e.active_clients;
+            }
+            out.write(&request)?;
             prev_time = e.time_ms;
             end.requests += 1;
         }
@@ -620,7 +633,10 @@ impl<W: Write> RecordWriter<W> {
     }
 
     fn record(&mut self, kind: Kind) -> Result<(), StateError> {
-        let message = pb::Record { kind: Some(kind) };
+        self.write(&pb::Record { kind: Some(kind) })
+    }
+
+    fn write(&mut self, message: &pb::Record) -> Result<(), StateError> {
         let len = message.encoded_len() as u64;
         if len > MAX_RECORD_LEN {
             return Err(StateError::RecordTooLarge {

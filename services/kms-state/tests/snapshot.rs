@@ -151,14 +151,20 @@ fn every_cut_is_rejected() {
 
 #[test]
 fn every_bit_flip_is_rejected() {
-    let bytes = bytes_of(&sample_state());
-    for i in 0..bytes.len() * 8 {
+    // Every bit of the tiny state, and a spread of bits (every 7th) of the larger one.
+    let tiny = bytes_of(&tiny_state());
+    let sample = bytes_of(&sample_state());
+    let flips = (0..tiny.len() * 8)
+        .map(|i| (&tiny, i))
+        .chain((0..sample.len() * 8).step_by(7).map(|i| (&sample, i)));
+    for (bytes, i) in flips {
         let mut damaged = bytes.clone();
         damaged[i / 8] ^= 1 << (i % 8);
         assert!(
             read(&damaged).is_err(),
-            "flip of bit {} in byte {i} / 8 accepted",
-            i % 8
+            "flip of bit {} of byte {} accepted",
+            i % 8,
+            i / 8
         );
     }
 }
@@ -247,12 +253,8 @@ fn prost_len(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
-/// A tiny state's exact bytes. The format is deterministic; this pins it so that a change of
-/// layout is deliberate. To update after an intended change (with a new
-/// SNAPSHOT_SCHEMA_VERSION if old files no longer read the same), run
-/// `cargo test -p kms-state --test snapshot golden -- --nocapture` and copy the printed hex.
-#[test]
-fn golden_bytes_of_a_tiny_snapshot() {
+/// One client with one request in one group, an ePID: one record of every kind.
+fn tiny_state() -> HostState {
     let mut s = HostState::new(StateConfig {
         dedup_retention_ms: 1_000,
     });
@@ -278,6 +280,16 @@ fn golden_bytes_of_a_tiny_snapshot() {
         epid: "E".into(),
         time_ms: 5_001,
     });
+    s
+}
+
+/// A tiny state's exact bytes. The format is deterministic; this pins it so that a change of
+/// layout is deliberate. To update after an intended change (with a new
+/// SNAPSHOT_SCHEMA_VERSION if old files no longer read the same), run
+/// `cargo test -p kms-state --test snapshot golden -- --nocapture` and copy the printed hex.
+#[test]
+fn golden_bytes_of_a_tiny_snapshot() {
+    let s = tiny_state();
     let hex = hex::encode(bytes_of(&s));
     println!("{hex}");
     const GOLDEN: &str = concat!(

@@ -8,14 +8,13 @@
 //! 16-byte id plus 16 bytes of value in the id map and 24 bytes in the time index.
 
 use imbl::{OrdMap, OrdSet};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Default time an applied request id is remembered: 24 hours in milliseconds.
 pub const DEFAULT_DEDUP_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
 /// An applied request id and the result it produced, returned again for duplicates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupEntry {
     /// The request id of the applied activation.
     pub request_id: Uuid,

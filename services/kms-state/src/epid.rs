@@ -1,9 +1,7 @@
 //! ePIDs per count group: the stable extended PID a host answers with for each application.
 
-use serde::{Deserialize, Serialize};
-
 /// The ePID of one count group, kept so that every node of the cluster answers with the same one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpidRecord {
     /// Count group it belongs to.
     pub count_group: String,

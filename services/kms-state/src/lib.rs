@@ -19,8 +19,9 @@
 //! - `dedup`: request-id memory that makes activations idempotent.
 //! - `epid`: [`EpidRecord`], the ePID per count group.
 //! - `state`: [`HostState`] and the order in which a command is applied.
-//! - `snapshot`: the streaming snapshot codec ([`HostState::write_snapshot`],
-//!   [`HostState::read_snapshot`]) over the records of `proto/state.proto`.
+//! - `snapshot`: the streaming snapshot codec over the records of `proto/state.proto`: the
+//!   format (`snapshot`), [`HostState::write_snapshot`] (`snapshot::write`) and
+//!   [`HostState::read_snapshot`] with its validation (`snapshot::read`).
 //! - `error`: [`StateError`].
 
 #![forbid(unsafe_code)]

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::command::{Activation, ActivationResult, Command, CommandResult, Outcome};
@@ -19,7 +18,7 @@ use crate::window::{ClientFilter, ClientRecord, ClientWindow};
 
 /// Parameters that influence how commands are applied; part of the state so that every replica
 /// (and every snapshot) uses the same ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateConfig {
     /// How long an applied request id is remembered for deduplication (ms of command time).
     pub dedup_retention_ms: u64,

@@ -5,7 +5,6 @@
 //! client reported. Hence `total == failed + by_license_state.sum()` always holds.
 
 use kms_protocol::LicenseState;
-use serde::{Deserialize, Serialize};
 
 use crate::command::Outcome;
 
@@ -13,7 +12,7 @@ use crate::command::Outcome;
 ///
 /// Exists so that `kmsctl status` and the dashboards can print the same block as
 /// `slmgr /dlv` ("Total requests received", "Failed requests received", ...).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// All requests received (answered and refused).
     pub total: u64,
@@ -41,8 +40,8 @@ impl Stats {
 
 /// Answered requests per license state: the seven states `slmgr /dlv` knows plus `other`.
 ///
-/// A struct with named fields (rather than a map) keeps the JSON form stable and readable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A struct with named fields (rather than a map) mirrors the `slmgr /dlv` lines one to one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LicenseCounts {
     /// State 0.
     pub unlicensed: u64,

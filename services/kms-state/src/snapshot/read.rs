@@ -1,168 +1,23 @@
-//! The snapshot codec: [`HostState::write_snapshot`] and [`HostState::read_snapshot`].
-//!
-//! Owns the file format of a whole state (the Raft snapshot):
-//!
-//! ```text
-//! "KMSSTATE"                      8 bytes of magic
-//! schema version                  u32, little-endian (SNAPSHOT_SCHEMA_VERSION)
-//! record*                         varint length + protobuf `Record` (proto/state.proto)
-//! End record                      counts of every record kind before it
-//! CRC-32                          u32, little-endian, of every byte before it
-//! ```
-//!
-//! Records come in a fixed order (configuration, statistics, ePIDs, each count group's clients
-//! in expiry order with their shared profiles, remembered request ids in time order; see
-//! `proto/state.proto`), so equal states give equal bytes. Times are delta-encoded along that
-//! order and the descriptive fields clients share are written once per profile, which keeps a
-//! client near 50 bytes. Both directions stream: the writer holds one record at a time (plus
-//! the table of profile numbers), the reader builds the state record by record.
-//!
-//! Reading validates everything and never panics: a cut file fails on the missing end marker
-//! or checksum, a changed byte on the checksum at the latest, and fields out of range or out of
-//! order fail where they are found; see [`StateError`].
+//! Reading a snapshot: [`HostState::read_snapshot`], the checksummed record input and the
+//! checks of record order and contents.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::sync::Arc;
 
 use kms_protocol::LicenseState;
 use prost::Message;
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use super::{kind_name, pb, stats_from_pb, Kind, IO_BUFFER, MAX_RECORD_LEN};
+use super::{SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION};
 use crate::compact::{intern, intern_profile, MachineName, Profile};
 use crate::dedup::DedupEntry;
 use crate::epid::EpidRecord;
 use crate::error::StateError;
 use crate::state::{HostState, StateConfig};
-use crate::stats::{LicenseCounts, Stats};
 use crate::window::{Client, ClientWindow};
 
-/// Generated from `proto/state.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-mod pb {
-    include!(concat!(env!("OUT_DIR"), "/kmsstate.v1.rs"));
-}
-
-use pb::record::Kind;
-
-/// First bytes of every snapshot.
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KMSSTATE";
-
-/// Layout version written after the magic; a reader accepts only its own.
-pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
-
-/// Longest record accepted (and written): far above any valid record, low enough that a corrupt
-/// length cannot make the reader allocate much.
-pub const MAX_RECORD_LEN: u64 = 1 << 20;
-
-/// Buffer size of the reader and writer wrapped around the caller's stream.
-const IO_BUFFER: usize = 64 * 1024;
-
 impl HostState {
-    /// Writes the whole state to `w` in the snapshot format (module `snapshot`) and returns the
-    /// number of bytes written. Streams: memory use does not grow with the state. Equal states
-    /// give equal bytes.
-    ///
-    /// `w` is buffered internally and flushed at the end; a `File` need not be wrapped.
-    pub fn write_snapshot<W: Write>(&self, w: W) -> Result<u64, StateError> {
-        let mut out = RecordWriter::new(w);
-        out.raw(&SNAPSHOT_MAGIC)?;
-        out.raw(&SNAPSHOT_SCHEMA_VERSION.to_le_bytes())?;
-        let mut end = pb::End::default();
-
-        out.record(Kind::Config(pb::Config {
-            dedup_retention_ms: self.config.dedup_retention_ms,
-        }))?;
-        out.record(Kind::GroupStats(stats_to_pb(None, &self.global)))?;
-        end.group_stats += 1;
-        for (group, stats) in &self.group_stats {
-            out.record(Kind::GroupStats(stats_to_pb(Some(group), stats)))?;
-            end.group_stats += 1;
-        }
-        for rec in self.epids.values() {
-            out.record(Kind::Epid(pb::Epid {
-                count_group: rec.count_group.clone(),
-                epid: rec.epid.clone(),
-                set_ms: rec.set_ms,
-            }))?;
-            end.epids += 1;
-        }
-
-        // Profiles are numbered in order of first use; looked up by pointer first (interned
-        // profiles share one allocation), by content when two allocations hold equal values.
-        let mut by_ptr: HashMap<*const Profile, u32> = HashMap::new();
-        let mut by_content: std::collections::BTreeMap<&Profile, u32> = Default::default();
-        // Client and Request records are refilled in place, so writing allocates nothing per
-        // client.
-        let mut client = pb::Record {
-            kind: Some(Kind::Client(pb::Client::default())),
-        };
-        for (group, window) in &self.windows {
-            out.record(Kind::Window(pb::Window {
-                count_group: group.to_string(),
-                clients: window.len() as u64,
-            }))?;
-            end.windows += 1;
-            let mut prev_last_seen = 0u64;
-            for (cmid, c) in window.iter_by_last_seen() {
-                let profile = match by_ptr.get(&Arc::as_ptr(&c.profile)) {
-                    Some(&id) => id,
-                    None => {
-                        let id = match by_content.get(&*c.profile) {
-                            Some(&id) => id,
-                            None => {
-                                let id = u32::try_from(by_content.len()).unwrap_or(u32::MAX);
-                                out.record(Kind::Profile(profile_to_pb(&c.profile)))?;
-                                end.profiles += 1;
-                                by_content.insert(&c.profile, id);
-                                id
-                            }
-                        };
-                        by_ptr.insert(Arc::as_ptr(&c.profile), id);
-                        id
-                    }
-                };
-                if let Some(Kind::Client(r)) = &mut client.kind {
-                    r.cmid.clear();
-                    r.cmid.extend_from_slice(cmid.as_bytes());
-                    r.machine_name.clear();
-                    r.machine_name.push_str(c.machine_name.as_str());
-                    r.profile = profile;
-                    r.last_seen_delta_ms = c.last_seen_ms.saturating_sub(prev_last_seen);
-                    r.age_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms);
-                    r.grace_minutes = c.grace_minutes;
-                    r.requests = c.requests;
-                }
-                out.write(&client)?;
-                prev_last_seen = c.last_seen_ms;
-                end.clients += 1;
-            }
-        }
-
-        let mut request = pb::Record {
-            kind: Some(Kind::Request(pb::Request::default())),
-        };
-        let mut prev_time = 0u64;
-        for e in self.dedup.iter_by_time() {
-            if let Some(Kind::Request(r)) = &mut request.kind {
-                r.request_id.clear();
-                r.request_id.extend_from_slice(e.request_id.as_bytes());
-                r.time_delta_ms = e.time_ms.saturating_sub(prev_time);
-                r.active_clients = e.active_clients;
-            }
-            out.write(&request)?;
-            prev_time = e.time_ms;
-            end.requests += 1;
-        }
-
-        end.records = out.records;
-        out.record(Kind::End(end))?;
-        out.finish()
-    }
-
     /// Reads a state written by [`HostState::write_snapshot`], validating the header, every
     /// record, the record order, the end marker's counts and the checksum, and requiring the
     /// input to end there. Never panics on corrupt input.
@@ -196,67 +51,6 @@ impl HostState {
         }
         inp.finish()?;
         Ok(b.state)
-    }
-}
-
-fn stats_to_pb(group: Option<&str>, s: &Stats) -> pb::GroupStats {
-    let c = &s.by_license_state;
-    pb::GroupStats {
-        count_group: group.map(str::to_owned),
-        total: s.total,
-        failed: s.failed,
-        unlicensed: c.unlicensed,
-        licensed: c.licensed,
-        initial_grace: c.initial_grace,
-        additional_grace: c.additional_grace,
-        non_genuine_grace: c.non_genuine_grace,
-        notification: c.notification,
-        extended_grace: c.extended_grace,
-        other: c.other,
-    }
-}
-
-fn stats_from_pb(s: &pb::GroupStats) -> Stats {
-    Stats {
-        total: s.total,
-        failed: s.failed,
-        by_license_state: LicenseCounts {
-            unlicensed: s.unlicensed,
-            licensed: s.licensed,
-            initial_grace: s.initial_grace,
-            additional_grace: s.additional_grace,
-            non_genuine_grace: s.non_genuine_grace,
-            notification: s.notification,
-            extended_grace: s.extended_grace,
-            other: s.other,
-        },
-    }
-}
-
-fn profile_to_pb(p: &Profile) -> pb::Profile {
-    pb::Profile {
-        product_group: p.product_group.as_deref().map(str::to_owned),
-        sku_id: p.sku_id.as_bytes().to_vec(),
-        kms_counted_id: p.kms_counted_id.as_bytes().to_vec(),
-        application_id: p.application_id.as_bytes().to_vec(),
-        license_state: p.license_state.to_wire(),
-        required_count: p.required_count,
-        protocol_major: u32::from(p.protocol_major),
-        client_vm: p.client_vm,
-    }
-}
-
-fn kind_name(kind: &Kind) -> &'static str {
-    match kind {
-        Kind::Config(_) => "config",
-        Kind::GroupStats(s) if s.count_group.is_none() => "global stats",
-        Kind::GroupStats(_) => "group stats",
-        Kind::Epid(_) => "epid",
-        Kind::Window(_) => "window",
-        Kind::Profile(_) => "profile",
-        Kind::Client(_) => "client",
-        Kind::Request(_) => "request",
-        Kind::End(_) => "end",
     }
 }
 
@@ -605,65 +399,6 @@ impl Builder {
     }
 }
 
-/// Buffered output that counts bytes and records and keeps the running CRC.
-struct RecordWriter<W: Write> {
-    out: BufWriter<W>,
-    crc: crc32fast::Hasher,
-    bytes: u64,
-    records: u64,
-    buf: Vec<u8>,
-}
-
-impl<W: Write> RecordWriter<W> {
-    fn new(w: W) -> Self {
-        RecordWriter {
-            out: BufWriter::with_capacity(IO_BUFFER, w),
-            crc: crc32fast::Hasher::new(),
-            bytes: 0,
-            records: 0,
-            buf: Vec::with_capacity(256),
-        }
-    }
-
-    fn raw(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        self.out.write_all(bytes)?;
-        self.crc.update(bytes);
-        self.bytes += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn record(&mut self, kind: Kind) -> Result<(), StateError> {
-        self.write(&pb::Record { kind: Some(kind) })
-    }
-
-    fn write(&mut self, message: &pb::Record) -> Result<(), StateError> {
-        let len = message.encoded_len() as u64;
-        if len > MAX_RECORD_LEN {
-            return Err(StateError::RecordTooLarge {
-                record: self.records,
-                len,
-                max: MAX_RECORD_LEN,
-            });
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        prost::encoding::encode_varint(len, &mut buf);
-        message.encode_raw(&mut buf);
-        let written = self.raw(&buf);
-        self.buf = buf;
-        written?;
-        self.records += 1;
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<u64, StateError> {
-        let crc = self.crc.clone().finalize().to_le_bytes();
-        self.raw(&crc)?;
-        self.out.flush()?;
-        Ok(self.bytes)
-    }
-}
-
 /// Buffered input that counts records and keeps the running CRC of the bytes consumed.
 struct RecordReader<R: Read> {
     inp: BufReader<R>,
@@ -767,43 +502,5 @@ impl<R: Read> RecordReader<R> {
                 Err(e) => return Err(StateError::Io(e)),
             }
         }
-    }
-}
-
-/// Serde support for [`HostState`] as its snapshot bytes (a byte string, or an array of
-/// numbers in JSON). It exists for code that still embeds the state in a serde document
-/// (kms-cluster's current Raft snapshot); prefer [`HostState::write_snapshot`], which streams.
-impl Serialize for HostState {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::new();
-        self.write_snapshot(&mut bytes)
-            .map_err(serde::ser::Error::custom)?;
-        serializer.serialize_bytes(&bytes)
-    }
-}
-
-impl<'de> Deserialize<'de> for HostState {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SnapshotBytes;
-        impl<'de> Visitor<'de> for SnapshotBytes {
-            type Value = HostState;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("kms-state snapshot bytes")
-            }
-
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<HostState, E> {
-                HostState::read_snapshot(v).map_err(E::custom)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<HostState, A::Error> {
-                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    bytes.push(b);
-                }
-                HostState::read_snapshot(bytes.as_slice()).map_err(de::Error::custom)
-            }
-        }
-        deserializer.deserialize_bytes(SnapshotBytes)
     }
 }

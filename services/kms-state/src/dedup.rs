@@ -70,9 +70,13 @@ impl DedupLog {
         })
     }
 
-    /// Entries in expiry order `(time_ms, request_id)` (the snapshot order).
-    pub(crate) fn iter_by_time(&self) -> impl Iterator<Item = DedupEntry> + '_ {
-        self.by_time.iter().filter_map(|(_, id)| self.get(id))
+    /// Entries by request id (the snapshot order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = DedupEntry> + '_ {
+        self.entries.iter().map(|(id, e)| DedupEntry {
+            request_id: *id,
+            time_ms: e.time_ms,
+            active_clients: e.active_clients,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -156,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn iterates_in_time_order() {
+    fn iterates_by_id() {
         let mut log = DedupLog::default();
         for (id, t) in [(3u128, 30u64), (1, 20), (2, 20), (9, 10)] {
             log.insert(DedupEntry {
@@ -165,11 +169,11 @@ mod tests {
                 active_clients: 0,
             });
         }
-        let order: Vec<(u64, u128)> = log
-            .iter_by_time()
-            .map(|e| (e.time_ms, e.request_id.as_u128()))
+        let order: Vec<(u128, u64)> = log
+            .iter()
+            .map(|e| (e.request_id.as_u128(), e.time_ms))
             .collect();
-        assert_eq!(order, vec![(10, 9), (20, 1), (20, 2), (30, 3)]);
+        assert_eq!(order, vec![(1, 20), (2, 20), (3, 30), (9, 10)]);
         let copy = log.clone();
         log.prune(25, 0);
         assert_eq!((log.len(), copy.len()), (1, 4));

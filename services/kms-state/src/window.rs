@@ -189,16 +189,9 @@ impl ClientWindow {
         self.clients.get(cmid)
     }
 
-    /// Clients by CMID.
+    /// Clients by CMID (the listing and snapshot order).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
         self.clients.iter()
-    }
-
-    /// Clients in expiry order `(last_seen_ms, cmid)` (the snapshot order).
-    pub(crate) fn iter_by_last_seen(&self) -> impl Iterator<Item = (Uuid, &Client)> {
-        self.by_last_seen
-            .iter()
-            .filter_map(|(_, cmid)| self.clients.get(cmid).map(|c| (*cmid, c)))
     }
 
     /// Inserts a whole record (reading a snapshot). Returns false, changing nothing, when the

@@ -474,3 +474,19 @@ proptest! {
         prop_assert!(read(&bytes).is_err());
     }
 }
+
+#[test]
+fn large_state_round_trips() {
+    // More clients and request ids than the reader inserts per chunk.
+    let mut s = HostState::default();
+    for i in 0..20_000u128 {
+        let group = if i % 4 == 0 { "office" } else { "windows" };
+        count(&mut s, &act(Some(group), i, T0 + i as u64));
+    }
+    let bytes = bytes_of(&s);
+    let back = read(&bytes).unwrap();
+    assert_eq!(back.client_count_total(), 20_000);
+    assert_eq!(back.request_count(), 20_000);
+    assert_eq!(back, s);
+    assert_eq!(bytes_of(&back), bytes);
+}

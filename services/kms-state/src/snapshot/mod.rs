@@ -11,11 +11,13 @@
 //! ```
 //!
 //! Records come in a fixed order (configuration, statistics, ePIDs, each count group's clients
-//! in expiry order with their shared profiles, remembered request ids in time order; see
-//! `proto/state.proto`), so equal states give equal bytes. Times are delta-encoded along that
-//! order and the descriptive fields clients share are written once per profile, which keeps a
-//! client near 50 bytes. Both directions stream: the writer holds one record at a time (plus
-//! the table of profile numbers), the reader builds the state record by record.
+//! by CMID with their shared profiles, remembered request ids by id; see `proto/state.proto`),
+//! so equal states give equal bytes. Key order lets the writer walk each map's leaves in
+//! sequence, without a lookup per entry. The descriptive fields clients share are written once
+//! per profile, which keeps a client near 50 bytes. Both directions stream: the writer holds
+//! one record at a time (plus the table of profile numbers), the reader builds the state as it
+//! goes, holding at most a chunk of records to insert them in a shuffled order (see
+//! `snapshot::read`).
 //!
 //! Reading validates everything and never panics: a cut file fails on the missing end marker
 //! or checksum, a changed byte on the checksum at the latest, and fields out of range or out of

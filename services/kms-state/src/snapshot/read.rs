@@ -66,12 +66,36 @@ enum Section {
     Requests,
 }
 
-/// The window whose clients are being read: its name, how many clients are still expected,
-/// and the last client's `(last_seen_ms, cmid)` (for the order check and the time deltas).
-type OpenWindow = (Arc<str>, u64, Option<(u64, Uuid)>);
+/// Records arrive sorted by key; they are inserted a chunk at a time in a shuffled order. The
+/// persistent B+tree splits full leaves in halves, so inserting sorted keys would leave every
+/// leaf half full; a random order fills them to about 70%, as live inserts do. The order of
+/// inserts does not change the resulting state, only its memory layout.
+const INSERT_CHUNK: usize = 8192;
+
+/// Fisher-Yates with a fixed xorshift sequence: reproducible, and good enough to break up runs.
+fn shuffle<T>(items: &mut [T], seed: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        // `i + 1 <= INSERT_CHUNK`, so both conversions are lossless.
+        let j = (*seed % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// The window whose clients are being read.
+struct OpenWindow {
+    name: Arc<str>,
+    /// Clients still expected.
+    left: u64,
+    /// CMID of the previous client (they come sorted).
+    last: Option<Uuid>,
+    /// Clients read but not inserted yet.
+    pending: Vec<(Uuid, Client)>,
+}
 
 /// Builds the state from records, checking their order and contents.
-#[derive(Default)]
 struct Builder {
     state: HostState,
     section: Option<Section>,
@@ -79,8 +103,27 @@ struct Builder {
     /// The window being filled.
     window: Option<OpenWindow>,
     last_group: Option<String>,
-    last_request: Option<(u64, Uuid)>,
+    last_request: Option<Uuid>,
+    /// Requests read but not inserted yet.
+    pending_requests: Vec<DedupEntry>,
+    seed: u64,
     counts: pb::End,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            state: HostState::default(),
+            section: None,
+            profiles: Vec::new(),
+            window: None,
+            last_group: None,
+            last_request: None,
+            pending_requests: Vec::new(),
+            seed: 0x9e37_79b9_7f4a_7c15,
+            counts: pb::End::default(),
+        }
+    }
 }
 
 fn uuid(
@@ -130,14 +173,12 @@ impl Builder {
             });
         }
         if section != current {
-            if let Some((_, left, _)) = &self.window {
-                if *left > 0 {
-                    return Err(StateError::UnexpectedRecord {
-                        record,
-                        found: kind_name(kind),
-                        expected: "client",
-                    });
-                }
+            if self.window.as_ref().is_some_and(|w| w.left > 0) {
+                return Err(StateError::UnexpectedRecord {
+                    record,
+                    found: kind_name(kind),
+                    expected: "client",
+                });
             }
             self.last_group = None;
         }
@@ -201,14 +242,12 @@ impl Builder {
             }
             Kind::Window(w) => {
                 self.enter(record, &kind, Section::Windows)?;
-                if let Some((_, left, _)) = &self.window {
-                    if *left > 0 {
-                        return Err(StateError::UnexpectedRecord {
-                            record,
-                            found: "window",
-                            expected: "client",
-                        });
-                    }
+                if self.window.as_ref().is_some_and(|w| w.left > 0) {
+                    return Err(StateError::UnexpectedRecord {
+                        record,
+                        found: "window",
+                        expected: "client",
+                    });
                 }
                 if w.clients == 0 {
                     return Err(Self::invalid(record, "window", "a window holds no clients"));
@@ -218,7 +257,12 @@ impl Builder {
                 self.state
                     .windows
                     .insert(name.clone(), ClientWindow::default());
-                self.window = Some((name, w.clients, None));
+                self.window = Some(OpenWindow {
+                    name,
+                    left: w.clients,
+                    last: None,
+                    pending: Vec::new(),
+                });
                 self.counts.windows += 1;
             }
             Kind::Profile(p) => {
@@ -257,14 +301,14 @@ impl Builder {
             }
             Kind::Client(c) => {
                 self.enter(record, &kind, Section::Windows)?;
-                let Some((group, left, last)) = &mut self.window else {
+                let Some(window) = &mut self.window else {
                     return Err(StateError::UnexpectedRecord {
                         record,
                         found: "client",
                         expected: "window",
                     });
                 };
-                if *left == 0 {
+                if window.left == 0 {
                     return Err(StateError::UnexpectedRecord {
                         record,
                         found: "client",
@@ -272,18 +316,14 @@ impl Builder {
                     });
                 }
                 let cmid = uuid(&c.cmid, record, "client", "cmid is not 16 bytes")?;
-                let prev = last.map_or(0, |(t, _)| t);
-                let last_seen_ms = prev
-                    .checked_add(c.last_seen_delta_ms)
-                    .ok_or_else(|| Self::invalid(record, "client", "last_seen_ms overflows"))?;
-                if last.is_some_and(|l| l >= (last_seen_ms, cmid)) {
+                if window.last.is_some_and(|last| last >= cmid) {
                     return Err(Self::invalid(
                         record,
                         "client",
-                        "clients out of expiry order",
+                        "clients out of order or repeated",
                     ));
                 }
-                let first_seen_ms = last_seen_ms.checked_sub(c.age_ms).ok_or_else(|| {
+                let first_seen_ms = c.last_seen_ms.checked_sub(c.age_ms).ok_or_else(|| {
                     Self::invalid(record, "client", "age_ms exceeds last_seen_ms")
                 })?;
                 let profile = usize::try_from(c.profile)
@@ -291,25 +331,23 @@ impl Builder {
                     .and_then(|i| self.profiles.get(i))
                     .ok_or_else(|| Self::invalid(record, "client", "unknown profile number"))?
                     .clone();
-                let client = Client {
-                    first_seen_ms,
-                    last_seen_ms,
-                    profile,
-                    machine_name: MachineName::new(&c.machine_name),
-                    grace_minutes: c.grace_minutes,
-                    requests: c.requests,
-                };
-                let window = self
-                    .state
-                    .windows
-                    .get_mut(&**group)
-                    .ok_or_else(|| Self::invalid(record, "client", "window missing"))?;
-                if !window.insert_new(cmid, client) {
-                    return Err(Self::invalid(record, "client", "cmid repeated in a window"));
-                }
-                *left -= 1;
-                *last = Some((last_seen_ms, cmid));
+                window.pending.push((
+                    cmid,
+                    Client {
+                        first_seen_ms,
+                        last_seen_ms: c.last_seen_ms,
+                        profile,
+                        machine_name: MachineName::new(&c.machine_name),
+                        grace_minutes: c.grace_minutes,
+                        requests: c.requests,
+                    },
+                ));
+                window.left -= 1;
+                window.last = Some(cmid);
                 self.counts.clients += 1;
+                if window.left == 0 || window.pending.len() >= INSERT_CHUNK {
+                    self.flush_clients();
+                }
             }
             Kind::Request(q) => {
                 self.enter(record, &kind, Section::Requests)?;
@@ -319,30 +357,23 @@ impl Builder {
                     "request",
                     "request_id is not 16 bytes",
                 )?;
-                let prev = self.last_request.map_or(0, |(t, _)| t);
-                let time_ms = prev
-                    .checked_add(q.time_delta_ms)
-                    .ok_or_else(|| Self::invalid(record, "request", "time_ms overflows"))?;
-                if self
-                    .last_request
-                    .is_some_and(|l| l >= (time_ms, request_id))
-                {
+                if self.last_request.is_some_and(|last| last >= request_id) {
                     return Err(Self::invalid(
                         record,
                         "request",
-                        "requests out of time order",
+                        "requests out of order or repeated",
                     ));
                 }
-                let replaced = self.state.dedup.insert(DedupEntry {
+                self.pending_requests.push(DedupEntry {
                     request_id,
-                    time_ms,
+                    time_ms: q.time_ms,
                     active_clients: q.active_clients,
                 });
-                if replaced {
-                    return Err(Self::invalid(record, "request", "request id repeated"));
-                }
-                self.last_request = Some((time_ms, request_id));
+                self.last_request = Some(request_id);
                 self.counts.requests += 1;
+                if self.pending_requests.len() >= INSERT_CHUNK {
+                    self.flush_requests();
+                }
             }
             Kind::End(_) => {
                 return Err(Self::invalid(
@@ -353,6 +384,27 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Inserts the pending clients of the open window (distinct and new: they came sorted).
+    fn flush_clients(&mut self) {
+        let Some(open) = &mut self.window else {
+            return;
+        };
+        shuffle(&mut open.pending, &mut self.seed);
+        if let Some(window) = self.state.windows.get_mut(&*open.name) {
+            for (cmid, client) in open.pending.drain(..) {
+                window.insert_new(cmid, client);
+            }
+        }
+    }
+
+    /// Inserts the pending request ids (distinct: they came sorted).
+    fn flush_requests(&mut self) {
+        shuffle(&mut self.pending_requests, &mut self.seed);
+        for entry in self.pending_requests.drain(..) {
+            self.state.dedup.insert(entry);
+        }
     }
 
     fn check_end(&mut self, record: u64, end: &pb::End) -> Result<(), StateError> {
@@ -367,15 +419,14 @@ impl Builder {
                 },
             });
         }
-        if let Some((_, left, _)) = &self.window {
-            if *left > 0 {
-                return Err(StateError::UnexpectedRecord {
-                    record,
-                    found: "end",
-                    expected: "client",
-                });
-            }
+        if self.window.as_ref().is_some_and(|w| w.left > 0) {
+            return Err(StateError::UnexpectedRecord {
+                record,
+                found: "end",
+                expected: "client",
+            });
         }
+        self.flush_requests();
         self.counts.records = record;
         let c = &self.counts;
         for (what, expected, found) in [

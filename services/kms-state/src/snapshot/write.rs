@@ -57,8 +57,7 @@ impl HostState {
                 clients: window.len() as u64,
             }))?;
             end.windows += 1;
-            let mut prev_last_seen = 0u64;
-            for (cmid, c) in window.iter_by_last_seen() {
+            for (cmid, c) in window.iter() {
                 let profile = match by_ptr.get(&Arc::as_ptr(&c.profile)) {
                     Some(&id) => id,
                     None => {
@@ -82,13 +81,12 @@ impl HostState {
                     r.machine_name.clear();
                     r.machine_name.push_str(c.machine_name.as_str());
                     r.profile = profile;
-                    r.last_seen_delta_ms = c.last_seen_ms.saturating_sub(prev_last_seen);
+                    r.last_seen_ms = c.last_seen_ms;
                     r.age_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms);
                     r.grace_minutes = c.grace_minutes;
                     r.requests = c.requests;
                 }
                 out.write(&client)?;
-                prev_last_seen = c.last_seen_ms;
                 end.clients += 1;
             }
         }
@@ -96,16 +94,14 @@ impl HostState {
         let mut request = pb::Record {
             kind: Some(Kind::Request(pb::Request::default())),
         };
-        let mut prev_time = 0u64;
-        for e in self.dedup.iter_by_time() {
+        for e in self.dedup.iter() {
             if let Some(Kind::Request(r)) = &mut request.kind {
                 r.request_id.clear();
                 r.request_id.extend_from_slice(e.request_id.as_bytes());
-                r.time_delta_ms = e.time_ms.saturating_sub(prev_time);
+                r.time_ms = e.time_ms;
                 r.active_clients = e.active_clients;
             }
             out.write(&request)?;
-            prev_time = e.time_ms;
             end.requests += 1;
         }
 

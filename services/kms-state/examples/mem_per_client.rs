@@ -33,6 +33,26 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of the whole process so far, from /proc/self/stat (in ticks of
+/// 10 ms). The machine may be shared: CPU time next to wall time shows how much of a phase
+/// was spent waiting for a core.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): state is field 3, utime 14.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn mem() -> (u64, u64) {
     (status_kib("VmRSS:"), status_kib("VmHWM:"))
 }
@@ -106,18 +126,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rss0, _) = mem();
     let mut st = HostState::new(StateConfig::default());
     let started = Instant::now();
+    let cpu0 = cpu();
     for i in 0..n {
         st.apply(&activation(i, i, fqdn));
     }
     let apply_time = started.elapsed();
+    let apply_cpu = cpu() - cpu0;
     let (rss1, hwm1) = mem();
     let state_kib = rss1.saturating_sub(rss0);
     println!(
-        "{n} distinct clients ({} names), {} request ids: applied in {:.2} s ({:.2} µs/activation)",
+        "{n} distinct clients ({} names), {} request ids: applied in {:.2} s, CPU {:.2} s ({:.2} µs CPU/activation)",
         if fqdn { "34-byte FQDN" } else { "10-byte" },
         st.request_count(),
         apply_time.as_secs_f64(),
-        apply_time.as_secs_f64() * 1e6 / n.max(1) as f64,
+        apply_cpu.as_secs_f64(),
+        apply_cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
     );
     println!(
         "RSS before {:.1} MiB, after {:.1} MiB (HWM {:.1} MiB): state {:.1} MiB = {} bytes/client (incl. its request id)",
@@ -134,12 +157,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("clone: {:.3} µs", clone_time.as_secs_f64() * 1e6);
 
     let t = Instant::now();
+    let cpu0 = cpu();
     let bytes = view.write_snapshot(File::create(&path)?)?;
     File::open(&path)?.sync_all()?;
     let write_time = t.elapsed();
+    let write_cpu = cpu() - cpu0;
     println!(
-        "write_snapshot to file: {:.0} ms, {:.1} MiB ({:.1} bytes/client), RSS {:.1} MiB",
+        "write_snapshot to file (+ fsync): {:.0} ms, CPU {:.0} ms, {:.1} MiB ({:.1} bytes/client), RSS {:.1} MiB",
         ms(write_time),
+        ms(write_cpu),
         bytes as f64 / 1048576.0,
         bytes as f64 / n.max(1) as f64,
         mib(mem().0),
@@ -190,12 +216,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::remove_file(path.with_extension("concurrent"))?;
 
     let t = Instant::now();
+    let cpu0 = cpu();
     let back = HostState::read_snapshot(File::open(&path)?)?;
     let read_time = t.elapsed();
+    let read_cpu = cpu() - cpu0;
     let (rss2, hwm2) = mem();
     println!(
-        "read_snapshot from file: {:.0} ms, equal to the state written: {}, RSS with the restored copy too {:.1} MiB (HWM {:.1} MiB)",
+        "read_snapshot from file: {:.0} ms, CPU {:.0} ms, equal to the state written: {}, RSS with the restored copy too {:.1} MiB (HWM {:.1} MiB)",
         ms(read_time),
+        ms(read_cpu),
         back == view,
         mib(rss2),
         mib(hwm2),

@@ -194,15 +194,16 @@ impl ClientWindow {
         self.clients.iter()
     }
 
-    /// Inserts a whole record (reading a snapshot). Returns false, changing nothing, when the
-    /// CMID is already present.
-    pub(crate) fn insert_new(&mut self, cmid: Uuid, client: Client) -> bool {
-        if self.clients.contains_key(&cmid) {
-            return false;
+    /// Inserts a whole record (reading a snapshot); returns false when it replaced a record of
+    /// the same CMID.
+    pub(crate) fn insert(&mut self, cmid: Uuid, client: Client) -> bool {
+        let last_seen_ms = client.last_seen_ms;
+        let replaced = self.clients.insert(cmid, client);
+        if let Some(old) = &replaced {
+            self.by_last_seen.remove(&(old.last_seen_ms, cmid));
         }
-        self.by_last_seen.insert((client.last_seen_ms, cmid));
-        self.clients.insert(cmid, client);
-        true
+        self.by_last_seen.insert((last_seen_ms, cmid));
+        replaced.is_none()
     }
 
     /// Records an answered request of `a.cmid` (new client or re-request).
@@ -361,13 +362,15 @@ mod tests {
     }
 
     #[test]
-    fn insert_new_refuses_duplicates() {
+    fn insert_replaces_record_and_index_entry() {
         let mut w = ClientWindow::default();
         let c = Client::new(&act(1, 10));
-        assert!(w.insert_new(Uuid::from_u128(1), c.clone()));
-        assert!(!w.insert_new(Uuid::from_u128(1), c));
+        assert!(w.insert(Uuid::from_u128(1), c.clone()));
+        let later = Client::new(&act(1, 20));
+        assert!(!w.insert(Uuid::from_u128(1), later));
         assert!(w.index_consistent());
         assert_eq!(w.len(), 1);
+        assert_eq!(w.get(&Uuid::from_u128(1)).unwrap().last_seen_ms, 20);
     }
 
     #[test]

@@ -394,7 +394,7 @@ impl Builder {
         shuffle(&mut open.pending, &mut self.seed);
         if let Some(window) = self.state.windows.get_mut(&*open.name) {
             for (cmid, client) in open.pending.drain(..) {
-                window.insert_new(cmid, client);
+                window.insert(cmid, client);
             }
         }
     }

@@ -11,9 +11,10 @@
 //! ```
 //!
 //! Records come in a fixed order (configuration, statistics, ePIDs, each count group's clients
-//! by CMID with their shared profiles, remembered request ids by id; see `proto/state.proto`),
-//! so equal states give equal bytes. Key order lets the writer walk each map's leaves in
-//! sequence, without a lookup per entry. The descriptive fields clients share are written once
+//! by CMID with their shared profiles, remembered request ids in expiry order with
+//! delta-encoded times; see `proto/state.proto`), so equal states give equal bytes. These are
+//! the orders the state keeps them in, so the writer walks each structure in sequence, without
+//! a lookup per entry. The descriptive fields clients share are written once
 //! per profile, which keeps a client near 50 bytes. Both directions stream: the writer holds
 //! one record at a time (plus the table of profile numbers), the reader builds the state as it
 //! goes, holding at most a chunk of records to insert them in a shuffled order (see

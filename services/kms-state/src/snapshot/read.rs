@@ -66,7 +66,7 @@ enum Section {
     Requests,
 }
 
-/// Records arrive sorted by key; they are inserted a chunk at a time in a shuffled order. The
+/// Clients arrive sorted by CMID; they are inserted a chunk at a time in a shuffled order. The
 /// persistent B+tree splits full leaves in halves, so inserting sorted keys would leave every
 /// leaf half full; a random order fills them to about 70%, as live inserts do. The order of
 /// inserts does not change the resulting state, only its memory layout.
@@ -103,9 +103,8 @@ struct Builder {
     /// The window being filled.
     window: Option<OpenWindow>,
     last_group: Option<String>,
-    last_request: Option<Uuid>,
-    /// Requests read but not inserted yet.
-    pending_requests: Vec<DedupEntry>,
+    /// `(time_ms, request_id)` of the previous request.
+    last_request: Option<(u64, Uuid)>,
     seed: u64,
     counts: pb::End,
 }
@@ -119,7 +118,6 @@ impl Default for Builder {
             window: None,
             last_group: None,
             last_request: None,
-            pending_requests: Vec::new(),
             seed: 0x9e37_79b9_7f4a_7c15,
             counts: pb::End::default(),
         }
@@ -357,23 +355,28 @@ impl Builder {
                     "request",
                     "request_id is not 16 bytes",
                 )?;
-                if self.last_request.is_some_and(|last| last >= request_id) {
+                let prev = self.last_request.map_or(0, |(t, _)| t);
+                let time_ms = prev
+                    .checked_add(q.time_delta_ms)
+                    .ok_or_else(|| Self::invalid(record, "request", "time_ms overflows"))?;
+                if self
+                    .last_request
+                    .is_some_and(|last| last >= (time_ms, request_id))
+                {
                     return Err(Self::invalid(
                         record,
                         "request",
-                        "requests out of order or repeated",
+                        "requests out of expiry order or repeated",
                     ));
                 }
-                self.pending_requests.push(DedupEntry {
+                // In expiry order, so this appends; the id map gets them in random order.
+                self.state.dedup.insert(DedupEntry {
                     request_id,
-                    time_ms: q.time_ms,
+                    time_ms,
                     active_clients: q.active_clients,
                 });
-                self.last_request = Some(request_id);
+                self.last_request = Some((time_ms, request_id));
                 self.counts.requests += 1;
-                if self.pending_requests.len() >= INSERT_CHUNK {
-                    self.flush_requests();
-                }
             }
             Kind::End(_) => {
                 return Err(Self::invalid(
@@ -399,14 +402,6 @@ impl Builder {
         }
     }
 
-    /// Inserts the pending request ids (distinct: they came sorted).
-    fn flush_requests(&mut self) {
-        shuffle(&mut self.pending_requests, &mut self.seed);
-        for entry in self.pending_requests.drain(..) {
-            self.state.dedup.insert(entry);
-        }
-    }
-
     fn check_end(&mut self, record: u64, end: &pb::End) -> Result<(), StateError> {
         if self.section.unwrap_or(Section::Start) < Section::GlobalStats {
             return Err(StateError::UnexpectedRecord {
@@ -426,7 +421,6 @@ impl Builder {
                 expected: "client",
             });
         }
-        self.flush_requests();
         self.counts.records = record;
         let c = &self.counts;
         for (what, expected, found) in [

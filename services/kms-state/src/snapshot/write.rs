@@ -94,14 +94,16 @@ impl HostState {
         let mut request = pb::Record {
             kind: Some(Kind::Request(pb::Request::default())),
         };
+        let mut prev_time = 0u64;
         for e in self.dedup.iter() {
             if let Some(Kind::Request(r)) = &mut request.kind {
                 r.request_id.clear();
                 r.request_id.extend_from_slice(e.request_id.as_bytes());
-                r.time_ms = e.time_ms;
+                r.time_delta_ms = e.time_ms.saturating_sub(prev_time);
                 r.active_clients = e.active_clients;
             }
             out.write(&request)?;
+            prev_time = e.time_ms;
             end.requests += 1;
         }
 

@@ -109,6 +109,62 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Durations of single `apply` calls.
+struct ApplyTimes {
+    count: u64,
+    sorted: Vec<Duration>,
+}
+
+impl ApplyTimes {
+    fn quantile(&self, q: f64) -> Duration {
+        let i = ((self.sorted.len() as f64 - 1.0) * q).round() as usize;
+        self.sorted.get(i).copied().unwrap_or_default()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "p50 {:.3} ms, p99.9 {:.3} ms, max {:.2} ms",
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.999)),
+            ms(self.quantile(1.0)),
+        )
+    }
+}
+
+/// Applies re-requests of random existing clients at `rate` per second (0: unpaced) until
+/// `done(applied)`, timing each `apply`.
+fn paced(
+    st: &mut HostState,
+    n: u64,
+    seq: &mut u64,
+    rate: u64,
+    fqdn: bool,
+    mut done: impl FnMut(u64) -> bool,
+) -> ApplyTimes {
+    let started = Instant::now();
+    let mut times = Vec::new();
+    let mut applied = 0u64;
+    while !done(applied) {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(applied as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let cmd = activation(mix(*seq) % n.max(1), *seq, fqdn);
+        let t = Instant::now();
+        st.apply(&cmd);
+        times.push(t.elapsed());
+        *seq += 1;
+        applied += 1;
+    }
+    times.sort_unstable();
+    ApplyTimes {
+        count: applied,
+        sorted: times,
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut n: u64 = 1_000_000;
     let mut fqdn = false;
@@ -175,7 +231,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // machine does: clone under the lock, serialize outside it. The commands applied meanwhile
     // are re-requests of random existing clients (each touches a different part of the maps,
     // the worst case for copy-on-write), paced at `rate` per second (0: as fast as possible).
-    // The peak (VmHWM) is reset first, so it is the peak of this phase.
+    // First the same load for two seconds without a snapshot, as the baseline of apply times
+    // (on a shared machine the longest ones are the thread waiting for a core). The peak
+    // (VmHWM) is reset before the snapshot, so it is the peak of that phase.
+    let pace = if rate > 0 {
+        format!("paced at {rate}/s")
+    } else {
+        "unpaced".to_owned()
+    };
+    let mut seq = n;
+    let t = Instant::now();
+    let base = paced(&mut st, n, &mut seq, rate, fqdn, |_| {
+        t.elapsed() >= Duration::from_secs(2)
+    });
+    println!(
+        "without a snapshot: {} re-requests ({pace}); apply {}",
+        base.count,
+        base.summary()
+    );
+
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let second = st.clone();
     let writer_path = path.with_extension("concurrent");
@@ -184,32 +258,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bytes = second.write_snapshot(File::create(&writer_path)?)?;
         Ok((bytes, t.elapsed()))
     });
-    let started = Instant::now();
-    let mut longest = Duration::ZERO;
-    let mut last = Instant::now();
-    let mut applied: u64 = 0;
-    while applied < 1_000 || !writer.is_finished() {
-        if rate > 0 {
-            let due = started + Duration::from_secs_f64(applied as f64 / rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-                last = Instant::now();
-            }
-        }
-        st.apply(&activation(mix(applied) % n.max(1), n + applied, fqdn));
-        applied += 1;
-        let now = Instant::now();
-        longest = longest.max(now - last);
-        last = now;
-    }
+    let during = paced(&mut st, n, &mut seq, rate, fqdn, |applied| {
+        applied >= 1_000 && writer.is_finished()
+    });
     let (bytes, took) = writer.join().map_err(|_| "snapshot thread panicked")??;
     let (rss3, hwm3) = mem();
     println!(
-        "concurrent snapshot: {:.1} MiB written in {:.0} ms while {applied} re-requests applied ({}); longest apply {:.2} ms; RSS {:.1} MiB, peak (HWM) during it {:.1} MiB",
+        "concurrent snapshot: {:.1} MiB written in {:.0} ms while {} re-requests applied ({pace}); apply {}; RSS {:.1} MiB, peak (HWM) during it {:.1} MiB",
         bytes as f64 / 1048576.0,
         ms(took),
-        if rate > 0 { format!("paced at {rate}/s") } else { "unpaced".to_owned() },
-        ms(longest),
+        during.count,
+        during.summary(),
         mib(rss3),
         mib(hwm3),
     );

@@ -118,7 +118,7 @@ pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
                 cmid: r.cmid,
                 machine_name: r.machine_name.to_owned(),
                 count_group: r.count_group.to_string(),
-                product_group: r.product_group.as_deref().map(str::to_owned),
+                product_group: r.product_group.map(str::to_owned),
                 sku_id: r.sku_id,
                 product: catalog.sku(&r.sku_id).map(|s| s.name.clone()),
                 client_vm: r.client_vm,

@@ -58,6 +58,9 @@ pub enum ClusterError {
         /// The value in the data (displayed).
         data: String,
     },
+    /// The host state could not be written to a snapshot.
+    #[error("snapshot state: {0}")]
+    State(#[from] kms_state::StateError),
     /// A blocking storage task panicked or was cancelled.
     #[error("blocking storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

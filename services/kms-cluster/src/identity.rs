@@ -138,7 +138,10 @@ mod tests {
         load_or_create(dir.path(), 3, true, 0).unwrap();
         let err = load_or_create(dir.path(), 2, false, 0).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("belongs to node 3") && text.contains("node 2"), "{text}");
+        assert!(
+            text.contains("belongs to node 3") && text.contains("node 2"),
+            "{text}"
+        );
     }
 
     #[test]

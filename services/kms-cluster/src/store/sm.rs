@@ -19,11 +19,9 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use kms_state::HostState;
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 
 use tokio::io::AsyncWriteExt;
 
-use super::frame::{check_frame, put_frame};
 use super::snapshot::{read_head, Replace, SnapshotFiles};
 use super::{blocking, to_storage_error};
 use crate::error::ClusterError;
@@ -32,11 +30,8 @@ use crate::{
     StorageError, StoredMembership, TypeConfig,
 };
 
-/// Frame kind of the state body in a snapshot file.
-const KIND_STATE: u8 = 2;
-
 /// Everything the state machine holds; also the content of a snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct AppliedState {
     /// The KMS host state built by the applied commands.
     state: HostState,
@@ -117,30 +112,19 @@ impl StateHandle {
     }
 }
 
-/// Writes the state body of a snapshot file: one frame holding the host state.
+/// Writes the state body of a snapshot file: the host state in kms-state's streaming snapshot
+/// format (records, CRCs and an end marker of its own), never buffered whole.
 fn write_body(w: &mut dyn Write, state: &HostState) -> Result<(), ClusterError> {
-    let json = serde_json::to_vec(state).map_err(|source| ClusterError::Encode {
-        what: "snapshot state",
-        source,
-    })?;
-    let mut frame = Vec::with_capacity(json.len() + 16);
-    put_frame(&mut frame, KIND_STATE, &json);
-    w.write_all(&frame).map_err(ClusterError::Io)
+    state.write_snapshot(w)?;
+    Ok(())
 }
 
 /// Reads the state body written by [`write_body`].
-fn read_body(mut r: impl Read, path: &Path) -> Result<HostState, ClusterError> {
-    let bad = |reason: String| ClusterError::BadSnapshot {
+fn read_body(r: impl Read, path: &Path) -> Result<HostState, ClusterError> {
+    HostState::read_snapshot(r).map_err(|e| ClusterError::BadSnapshot {
         path: path.to_owned(),
-        reason,
-    };
-    let mut bytes = Vec::new();
-    r.read_to_end(&mut bytes).map_err(ClusterError::Io)?;
-    let (kind, payload, size) = check_frame(&bytes).map_err(|d| bad(format!("state: {d}")))?;
-    if kind != KIND_STATE || size != bytes.len() {
-        return Err(bad("state record missing or followed by junk".into()));
-    }
-    serde_json::from_slice(payload).map_err(|e| bad(format!("state does not decode: {e}")))
+        reason: format!("state: {e}"),
+    })
 }
 
 /// Loads the current snapshot of `files`, if any, as the state machine's starting point.

@@ -16,6 +16,9 @@
 //!   - `store::sm`: [`StateMachine`], the in-memory [`kms_state::HostState`] fed by committed
 //!     entries, its persisted snapshots ([`SledSnapshotBuilder`]) and the read handle
 //!     [`StateHandle`].
+//! - [`pb`]: the wire schema (`proto/cluster.proto`) and every conversion between its messages
+//!   and the domain types, with the schema version and the typed wire errors.
+//! - `status`: [`NodeStatus`], a node's Raft view as the `Cluster.Status` RPC reports it.
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
 //! - [`handover`]: leadership hand-over when a leader stops gracefully.
 //! - [`events`]: membership events (operator RPCs, bootstrap) for the daemon's audit log.
@@ -33,11 +36,13 @@ pub mod network;
 pub mod node;
 pub mod outbox;
 pub mod pb;
+mod status;
 mod store;
 pub mod trace_ctx;
 mod types;
 
 pub use error::ClusterError;
+pub use status::NodeStatus;
 pub use store::{
     open_stores, SledLogStore, SledSnapshotBuilder, StateHandle, StateMachine, LOG_TREE, META_TREE,
     SNAPSHOT_TREE,

@@ -145,12 +145,28 @@ async fn three_nodes_elect_forward_and_converge() {
     let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
 
     // Status over gRPC.
-    let (status_id, metrics) = ClusterClient::connect(&leader.addr)
+    let status = ClusterClient::connect(&leader.addr)
         .status()
         .await
         .expect("status");
-    assert_eq!(status_id, leader_id);
-    assert_eq!(metrics["current_leader"], serde_json::json!(leader_id));
+    assert_eq!(status.node_id, leader_id);
+    assert_eq!(status.current_leader, Some(leader_id));
+    assert_eq!(status.role(), "leader");
+    assert_eq!(
+        status.voters(),
+        members
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert_eq!(status.nodes(), members);
+    let replication = status
+        .replication
+        .as_ref()
+        .expect("a leader reports replication");
+    for id in members.keys().filter(|id| **id != leader_id) {
+        assert!(replication.contains_key(id), "{replication:?}");
+    }
 
     // Batches to the leader are applied.
     let leader_client = ClusterClient::connect(&leader.addr);

@@ -57,10 +57,11 @@ fn main() {
         "set-epid".into(),
         &kms_cluster::pb::encode_commands(&batch),
     );
-    let mut log_id = kms_cluster::LogId::default();
-    log_id.index = 1;
     let entry = kms_cluster::Entry {
-        log_id,
+        log_id: kms_cluster::LogId {
+            index: 1,
+            ..Default::default()
+        },
         payload: kms_cluster::EntryPayload::Normal(kms_cluster::ClusterRequest::new(batch)),
     };
     write(

@@ -11,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure().compile_with_config(config, &[proto], &[proto_dir])?;
+    // Maps as BTreeMap: their entries are then encoded in key order, so the same message
+    // always gives the same bytes (stored log entries, the golden test).
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_with_config(config, &[proto], &[proto_dir])?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! `cargo run -p kms-tests --example fuzz_seeds -- fuzz/corpus` creates
 //! `<dir>/rpc_pdu/*` (every captured PDU), `<dir>/host_session/*` (each capture's client
 //! PDUs joined by 0xFF markers — see the target), `<dir>/kms_request/*` (the KMS messages
-//! inside the requests) and `<dir>/grpc_commands/*` (a forwarded batch as JSON).
+//! inside the requests) and `<dir>/grpc_commands/*` (a command batch as stored commands, which
+//! is also the layout of a `ForwardRequest`, and as a log entry).
 
 use kms_protocol::rpc::pdu::{Body, Pdu};
 use kms_protocol::rpc::stub::{decode_request, Ndr};
@@ -45,7 +46,28 @@ fn main() {
         }
         write("host_session", v.name.clone(), &session);
     }
-    let batch = br#"[{"SetEpid":{"count_group":"windows","epid":"03612-00206-556-000000-03-1033-17763.0000-0012019","time_ms":1}}]"#;
-    write("grpc_commands", "set-epid".into(), batch);
+    let batch = vec![kms_state::Command::SetEpid {
+        count_group: "windows".into(),
+        epid: "03612-00206-556-000000-03-1033-17763.0000-0012019".into(),
+        time_ms: 1,
+    }];
+    // `StoredCommands` and `ForwardRequest` share their layout (schema version, commands).
+    write(
+        "grpc_commands",
+        "set-epid".into(),
+        &kms_cluster::pb::encode_commands(&batch),
+    );
+    let entry = kms_cluster::Entry {
+        log_id: kms_cluster::LogId {
+            index: 1,
+            ..Default::default()
+        },
+        payload: kms_cluster::EntryPayload::Normal(kms_cluster::ClusterRequest::new(batch)),
+    };
+    write(
+        "grpc_commands",
+        "set-epid-entry".into(),
+        &kms_cluster::pb::encode_entry(&entry),
+    );
     println!("{written} seeds in {}", out.display());
 }

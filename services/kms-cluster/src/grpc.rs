@@ -1,33 +1,34 @@
 //! Inbound gRPC: the `Raft` and `Cluster` services a node serves on its cluster port, and
 //! [`serve`] to run both on one listener.
 //!
-//! Owns the service edge: decoding requests, calling the local [`Raft`], and mapping Raft's
-//! typed errors to replies. Raft RPC results (including Raft errors) travel back as JSON
-//! `Result`s so the caller's openraft sees the original error; only undecodable requests become
-//! a gRPC status (`InvalidArgument`). On the `Cluster` service, "not the leader" becomes a
-//! leader hint in the reply, other Raft errors the reply's `error` text. `TakeLeadership` is
-//! checked and acted on by [`crate::handover::accept`]; while this node hands its own
-//! leadership over, `Forward` answers "not the leader" without a hint.
+//! Owns the service edge: decoding requests (through [`crate::pb`], which checks the schema
+//! version), calling the local [`Raft`], and mapping Raft's typed errors to replies. Every
+//! failure is a gRPC status carrying a typed [`WireError`] in its details: on the `Raft`
+//! service openraft's own errors (fatal, snapshot mismatch), so the caller's openraft sees the
+//! original error; a request that does not decode is `InvalidArgument`, one of an unknown
+//! schema version `FailedPrecondition`. On the `Cluster` service, `Forward` answers "not the
+//! leader" with the leader hint in its reply; membership operations answer it as a
+//! `NotLeader` error with the hint; other Raft errors become "unavailable" (core stopped) or a
+//! refusal. `TakeLeadership` is checked and acted on by [`crate::handover::accept`]; while
+//! this node hands its own leadership over, `Forward` answers "not the leader" without a
+//! hint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::BasicNode;
-use serde::Serialize;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::events::{emit, MembershipChange, MembershipEvent, MembershipEvents, Origin};
 use crate::handover::HandoverGate;
-use crate::network::MAX_MESSAGE_SIZE;
+use crate::network::{ForwardOutcome, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer};
-use crate::pb::{
-    Ack, AddLearnerRequest, ForwardRequest, ForwardResponse, MembersRequest, RaftPayload,
-    StatusRequest, StatusResponse, TakeLeadershipRequest,
-};
-use crate::{ClusterRequest, Node, NodeId, Raft};
+use crate::pb::{self, raft_error_to_wire, WireApiError, WireError};
+use crate::{ClusterRequest, Node, NodeId, NodeStatus, Raft};
 
 /// The `Raft` service: hands peers' vote / append-entries / install-snapshot requests to the
 /// local Raft.
@@ -150,48 +151,59 @@ pub async fn serve_with_tls(
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(json)
-        .map_err(|e| Status::invalid_argument(format!("cannot decode {what}: {e}")))
+/// The reply of a `Raft` RPC: the response, or the Raft error as a status with its
+/// `ErrorDetail` (so the peer's openraft sees the original error).
+fn raft_reply<T, P, E>(result: Result<T, RaftError<NodeId, E>>) -> Result<Response<P>, Status>
+where
+    P: for<'a> From<&'a T>,
+    E: WireApiError,
+{
+    match result {
+        Ok(response) => Ok(Response::new(P::from(&response))),
+        Err(e) => Err(raft_error_to_wire(&e).to_status()),
+    }
 }
 
-fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Status> {
-    serde_json::to_vec(value).map_err(|e| Status::internal(format!("cannot encode {what}: {e}")))
-}
-
-fn payload<T: Serialize>(what: &str, result: &T) -> Result<Response<RaftPayload>, Status> {
-    Ok(Response::new(RaftPayload {
-        json: encode(what, result)?,
-    }))
+/// The wire error of a Raft error on the `Cluster` service, whose callers are not openraft:
+/// a stopped core is "unavailable", an API error a refusal.
+fn cluster_error<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> WireError {
+    match e {
+        RaftError::Fatal(fatal) => WireError::Unavailable {
+            reason: fatal.to_string(),
+        },
+        RaftError::APIError(api) => WireError::Refused {
+            reason: api.to_string(),
+        },
+    }
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
         let span = crate::trace_ctx::server_span("raft.vote", request.metadata());
-        let rpc = decode("vote request", &request.into_inner().json)?;
-        let result = tracing::Instrument::instrument(self.raft.vote(rpc), span).await;
-        payload("vote result", &result)
+        let rpc = VoteRequest::try_from(request.into_inner())?;
+        raft_reply(tracing::Instrument::instrument(self.raft.vote(rpc), span).await)
     }
 
     async fn append_entries(
         &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let span = crate::trace_ctx::server_span("raft.append_entries", request.metadata());
-        let rpc = decode("append-entries request", &request.into_inner().json)?;
-        let result = tracing::Instrument::instrument(self.raft.append_entries(rpc), span).await;
-        payload("append-entries result", &result)
+        let rpc = AppendEntriesRequest::try_from(request.into_inner())?;
+        raft_reply(tracing::Instrument::instrument(self.raft.append_entries(rpc), span).await)
     }
 
     async fn install_snapshot(
         &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         let span = crate::trace_ctx::server_span("raft.install_snapshot", request.metadata());
-        let rpc = decode("install-snapshot request", &request.into_inner().json)?;
-        let result = tracing::Instrument::instrument(self.raft.install_snapshot(rpc), span).await;
-        payload("install-snapshot result", &result)
+        let rpc = InstallSnapshotRequest::try_from(request.into_inner())?;
+        raft_reply(tracing::Instrument::instrument(self.raft.install_snapshot(rpc), span).await)
     }
 }
 
@@ -224,40 +236,43 @@ impl ClusterService {
         }
     }
 
-    /// The reply to a membership operation's outcome.
-    fn ack<T>(
+    /// The outcome of a membership operation as a wire error: "not the leader" with the
+    /// hint, or [`cluster_error`].
+    fn membership_outcome<T>(
         &self,
         result: Result<T, RaftError<NodeId, ClientWriteError<NodeId, Node>>>,
-    ) -> Response<Ack> {
-        let ack = match result {
-            Ok(_) => Ack::default(),
+    ) -> Result<(), WireError> {
+        match result {
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let hint = self.leader_hint(f.leader_id, f.leader_node.as_ref());
-                Ack {
-                    error: f.to_string(),
+                Err(WireError::NotLeader {
                     leader_id: hint.leader_id,
-                    leader_addr: hint.leader_addr,
-                    not_leader: true,
-                }
+                    leader_addr: (!hint.leader_addr.is_empty()).then_some(hint.leader_addr),
+                })
             }
-            Err(e) => Ack {
-                error: e.to_string(),
-                ..Ack::default()
-            },
-        };
-        Response::new(ack)
+            Err(e) => Err(cluster_error(e)),
+        }
     }
 
-    /// Reports a membership operation and its reply.
-    fn report(&self, change: MembershipChange, peer: Option<std::net::SocketAddr>, ack: &Ack) {
+    /// Reports a membership operation and turns its outcome into the reply.
+    fn report(
+        &self,
+        change: MembershipChange,
+        peer: Option<std::net::SocketAddr>,
+        outcome: Result<(), WireError>,
+    ) -> Result<Response<pb::Ack>, Status> {
         emit(
             self.events.as_ref(),
             MembershipEvent {
                 change,
                 origin: Origin::Rpc { peer },
-                error: (!ack.error.is_empty()).then(|| ack.error.clone()),
+                error: outcome.as_ref().err().map(ToString::to_string),
             },
         );
+        outcome
+            .map(|()| Response::new(pb::Ack {}))
+            .map_err(|e| e.to_status())
     }
 }
 
@@ -265,96 +280,86 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn forward(
         &self,
-        request: Request<ForwardRequest>,
-    ) -> Result<Response<ForwardResponse>, Status> {
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
         let span = crate::trace_ctx::server_span("cluster.forward", request.metadata());
-        let commands = decode("commands", &request.into_inner().commands_json)?;
-        if self.handover.is_closed() {
+        let commands = pb::forward_commands(request.into_inner())?;
+        let outcome = if self.handover.is_closed() {
             // Handing leadership over: no leader to name yet; the sender retries.
-            return Ok(Response::new(ForwardResponse::default()));
-        }
-        let write = self.raft.client_write(ClusterRequest::new(commands));
-        let reply = match tracing::Instrument::instrument(write, span).await {
-            Ok(written) => ForwardResponse {
-                results_json: encode("command results", &written.data.results)?,
-                ..ForwardResponse::default()
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let hint = self.leader_hint(f.leader_id, f.leader_node.as_ref());
-                ForwardResponse {
-                    leader_id: hint.leader_id,
-                    leader_addr: hint.leader_addr,
-                    ..ForwardResponse::default()
-                }
+            ForwardOutcome::NotLeader {
+                leader_id: None,
+                leader_addr: None,
             }
-            Err(e) => ForwardResponse {
-                error: e.to_string(),
-                ..ForwardResponse::default()
-            },
+        } else {
+            let write = self.raft.client_write(ClusterRequest::new(commands));
+            match tracing::Instrument::instrument(write, span).await {
+                Ok(written) => ForwardOutcome::Applied(written.data.results),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    let hint = self.leader_hint(f.leader_id, f.leader_node.as_ref());
+                    ForwardOutcome::NotLeader {
+                        leader_id: hint.leader_id,
+                        leader_addr: (!hint.leader_addr.is_empty()).then_some(hint.leader_addr),
+                    }
+                }
+                Err(e) => return Err(cluster_error(e).to_status()),
+            }
         };
-        Ok(Response::new(reply))
+        Ok(Response::new(pb::ForwardResponse::from(&outcome)))
     }
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
-        let metrics = self.raft.metrics().borrow().clone();
-        Ok(Response::new(StatusResponse {
-            node_id: metrics.id,
-            metrics_json: encode("raft metrics", &metrics)?,
-        }))
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        pb::check_status_request(request.get_ref())?;
+        let status = NodeStatus::from_metrics(&self.raft.metrics().borrow());
+        Ok(Response::new(pb::StatusResponse::from(&status)))
     }
 
-    async fn initialize(&self, request: Request<MembersRequest>) -> Result<Response<Ack>, Status> {
+    async fn initialize(
+        &self,
+        request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
-        let requested = request.into_inner().members;
+        let requested = pb::members_from_pb(request.into_inner())?;
         let members: BTreeMap<NodeId, Node> = requested
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
             .collect();
-        let ack = match self.raft.initialize(members).await {
-            Ok(()) => Ack::default(),
-            Err(e) => Ack {
-                error: e.to_string(),
-                ..Ack::default()
-            },
-        };
+        let outcome = self.raft.initialize(members).await.map_err(cluster_error);
         self.report(
-            MembershipChange::Initialize {
-                members: requested.into_iter().collect(),
-            },
+            MembershipChange::Initialize { members: requested },
             peer,
-            &ack,
-        );
-        Ok(Response::new(ack))
+            outcome,
+        )
     }
 
     async fn add_learner(
         &self,
-        request: Request<AddLearnerRequest>,
-    ) -> Result<Response<Ack>, Status> {
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
-        let AddLearnerRequest { node_id, addr } = request.into_inner();
+        let (node_id, addr) = pb::add_learner_from_pb(request.into_inner())?;
         let result = self
             .raft
             .add_learner(node_id, BasicNode::new(addr.clone()), true)
             .await;
-        let reply = self.ack(result);
+        let outcome = self.membership_outcome(result);
         self.report(
             MembershipChange::AddLearner { node_id, addr },
             peer,
-            reply.get_ref(),
-        );
-        Ok(reply)
+            outcome,
+        )
     }
 
     async fn change_membership(
         &self,
-        request: Request<MembersRequest>,
-    ) -> Result<Response<Ack>, Status> {
+        request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
-        let ids: BTreeSet<NodeId> = request.into_inner().members.into_keys().collect();
+        let ids: BTreeSet<NodeId> = pb::members_from_pb(request.into_inner())?
+            .into_keys()
+            .collect();
         let before: BTreeSet<NodeId> = self
             .raft
             .metrics()
@@ -364,31 +369,26 @@ impl Cluster for ClusterService {
             .voter_ids()
             .collect();
         let result = self.raft.change_membership(ids.clone(), false).await;
-        let reply = self.ack(result);
+        let outcome = self.membership_outcome(result);
         self.report(
             MembershipChange::ChangeVoters { before, after: ids },
             peer,
-            reply.get_ref(),
-        );
-        Ok(reply)
+            outcome,
+        )
     }
 
     async fn take_leadership(
         &self,
-        request: Request<TakeLeadershipRequest>,
-    ) -> Result<Response<Ack>, Status> {
-        let TakeLeadershipRequest {
-            leader_id,
-            term,
-            last_log_index,
-        } = request.into_inner();
-        let ack = match crate::handover::accept(&self.raft, leader_id, term, last_log_index) {
-            Ok(()) => Ack::default(),
-            Err(refusal) => Ack {
-                error: refusal.to_string(),
-                ..Ack::default()
-            },
-        };
-        Ok(Response::new(ack))
+        request: Request<pb::TakeLeadershipRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let ask = pb::TakeLeadership::try_from(request.into_inner())?;
+        crate::handover::accept(&self.raft, ask.leader_id, ask.term, ask.last_log_index)
+            .map(|()| Response::new(pb::Ack {}))
+            .map_err(|refusal| {
+                WireError::Refused {
+                    reason: refusal.to_string(),
+                }
+                .to_status()
+            })
     }
 }

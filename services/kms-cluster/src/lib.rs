@@ -18,6 +18,9 @@
 //!   - `store::snapshot`: [`SnapshotFiles`], snapshot files made current by an atomic rename.
 //!   - `store::sm`: [`StateMachine`], the in-memory [`kms_state::HostState`] fed by committed
 //!     entries, its snapshots ([`FileSnapshotBuilder`]) and the read handle [`StateHandle`].
+//! - [`pb`]: the wire schema (`proto/cluster.proto`) and every conversion between its messages
+//!   and the domain types, with the schema version and the typed wire errors.
+//! - `status`: [`NodeStatus`], a node's Raft view as the `Cluster.Status` RPC reports it.
 //! - [`trace_ctx`]: trace context propagation over gRPC metadata.
 //! - [`handover`]: leadership hand-over when a leader stops gracefully.
 //! - [`identity`]: the data directory's node id and incarnation.
@@ -39,11 +42,13 @@ pub mod network;
 pub mod node;
 pub mod outbox;
 pub mod pb;
+mod status;
 mod store;
 pub mod trace_ctx;
 mod types;
 
 pub use error::ClusterError;
+pub use status::NodeStatus;
 pub use store::{
     open_stores, FileSnapshotBuilder, LogStore, SnapshotFiles, StateHandle, StateMachine, Wal,
     WalError, WalOptions, LOG_DIR, SNAPSHOT_DIR,

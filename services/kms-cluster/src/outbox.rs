@@ -4,7 +4,7 @@
 //! replayed twice (crash between commit and removal) still counts once.
 //!
 //! The file is an append-only sequence of CRC-checked frames (see `store::frame`): "pushed"
-//! records carry a command, "removed" records the key of a command a leader applied. It is
+//! records carry a command (typed protobuf with its schema version, see [`crate::pb`]), "removed" records the key of a command a leader applied. It is
 //! replayed at open (a torn tail from a crash is cut off) and emptied once nothing is pending.
 //! Every write is fsynced before the caller answers its clients, on the blocking pool.
 
@@ -100,14 +100,16 @@ impl Outbox {
             for f in frames.by_ref() {
                 match f.kind {
                     KIND_PUSHED => {
-                        let cmd: Command = serde_json::from_slice(f.payload).map_err(|e| {
+                        let cmds = crate::pb::decode_commands(f.payload).map_err(|e| {
                             OutboxError::Corrupt {
                                 path: path.clone(),
                                 offset: f.offset,
                                 reason: e.to_string(),
                             }
                         })?;
-                        pending.insert(key_of(&cmd), cmd);
+                        for cmd in cmds {
+                            pending.insert(key_of(&cmd), cmd);
+                        }
                     }
                     KIND_REMOVED => {
                         pending.remove(f.payload);
@@ -178,8 +180,8 @@ impl Outbox {
         {
             let mut inner = self.lock();
             for c in cmds {
-                let json = serde_json::to_vec(c).expect("commands always serialize");
-                put_frame(&mut frames, KIND_PUSHED, &json);
+                let bytes = crate::pb::encode_commands(std::slice::from_ref(c));
+                put_frame(&mut frames, KIND_PUSHED, &bytes);
                 inner.pending.insert(key_of(c), c.clone());
             }
         }

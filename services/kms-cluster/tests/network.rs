@@ -1,6 +1,6 @@
 //! Three in-process Raft nodes talking over the real gRPC network layer on ephemeral ports:
 //! election, forwarding command batches (applied at the leader, leader hint from a follower),
-//! status, and convergence of all replicas' [`HostState`].
+//! status, convergence of all replicas' [`HostState`], and the typed errors of the wire.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -141,12 +141,28 @@ async fn three_nodes_elect_forward_and_converge() {
     let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
 
     // Status over gRPC.
-    let (status_id, metrics) = ClusterClient::connect(&leader.addr)
+    let status = ClusterClient::connect(&leader.addr)
         .status()
         .await
         .expect("status");
-    assert_eq!(status_id, leader_id);
-    assert_eq!(metrics["current_leader"], serde_json::json!(leader_id));
+    assert_eq!(status.node_id, leader_id);
+    assert_eq!(status.current_leader, Some(leader_id));
+    assert_eq!(status.role(), "leader");
+    assert_eq!(
+        status.voters(),
+        members
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert_eq!(status.nodes(), members);
+    let replication = status
+        .replication
+        .as_ref()
+        .expect("a leader reports replication");
+    for id in members.keys().filter(|id| **id != leader_id) {
+        assert!(replication.contains_key(id), "{replication:?}");
+    }
 
     // Batches to the leader are applied.
     let leader_client = ClusterClient::connect(&leader.addr);
@@ -317,4 +333,91 @@ async fn learner_catches_up_through_snapshot() {
 
     learner.shutdown().await;
     leader.shutdown().await;
+}
+
+/// Failures cross as typed errors: a second initialize is a refusal, a request of an unknown
+/// schema version is `FailedPrecondition` with a schema-mismatch detail, a malformed request is
+/// `InvalidArgument`, and a stopped Raft reaches the peer's openraft as
+/// `RemoteError(Fatal::Stopped)` and a forwarding node as "unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_cross_typed() {
+    use kms_cluster::pb::{self, WireError};
+    use kms_cluster::Vote;
+    use openraft::error::{Fatal, RPCError, RaftError};
+    use openraft::network::{RPCOption, RaftNetwork};
+    use openraft::raft::VoteRequest;
+
+    let mut node = TestNode::start(1).await;
+    let client = ClusterClient::connect(&node.addr);
+    let members = BTreeMap::from([(1, node.addr.clone())]);
+    client
+        .initialize(members.clone())
+        .await
+        .expect("initialize");
+    let err = client
+        .initialize(members)
+        .await
+        .expect_err("initialized twice");
+    assert!(
+        matches!(err, NetError::Remote(WireError::Refused { .. })),
+        "{err:?}"
+    );
+
+    let mut raw = pb::raft_client::RaftClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect");
+    let mut request = pb::VoteRequest::from(&VoteRequest::new(Vote::new(9, 2), None));
+    request.schema_version = pb::SCHEMA_VERSION + 1;
+    let status = raw.vote(request).await.expect_err("unknown version");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        WireError::from_status(&status),
+        Some(Ok(WireError::SchemaMismatch {
+            got: pb::SCHEMA_VERSION + 1,
+            min: pb::MIN_SCHEMA_VERSION,
+            max: pb::SCHEMA_VERSION,
+        }))
+    );
+    let status = raw
+        .vote(pb::VoteRequest {
+            schema_version: pb::SCHEMA_VERSION,
+            vote: None,
+            last_log_id: None,
+        })
+        .await
+        .expect_err("no vote");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("VoteRequest.vote"), "{status:?}");
+
+    // The gRPC server keeps serving after the Raft core stopped.
+    node.raft.shutdown().await.expect("raft shutdown");
+    let mut network =
+        kms_cluster::network::GrpcNetwork::new(1, kms_cluster::Node::new(node.addr.clone()));
+    let err = network
+        .vote(
+            VoteRequest::new(Vote::new(9, 2), None),
+            RPCOption::new(Duration::from_secs(5)),
+        )
+        .await
+        .expect_err("raft stopped");
+    assert!(
+        matches!(&err, RPCError::RemoteError(e) if e.source == RaftError::Fatal(Fatal::Stopped)),
+        "{err:?}"
+    );
+    let err = client
+        .forward(&[activation(1)])
+        .await
+        .expect_err("raft stopped");
+    assert!(
+        matches!(err, NetError::Remote(WireError::Unavailable { .. })),
+        "{err:?}"
+    );
+
+    if let Some(stop) = node.stop.take() {
+        let _ = stop.send(());
+    }
+    node.server
+        .await
+        .expect("server task")
+        .expect("server result");
 }

@@ -4,7 +4,7 @@
 //! uses mutual TLS (needed for a cluster whose nodes set `tls_*`).
 
 use kms_cluster::network::{ClusterClient, NetError, TlsConfig, TlsError, DEFAULT_REQUEST_TIMEOUT};
-use serde_json::Value;
+use kms_cluster::NodeStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -51,7 +51,7 @@ pub enum ClusterCmdError {
     /// The TLS files cannot be used.
     #[error("{0}")]
     Tls(#[from] TlsError),
-    /// The metrics did not have the expected shape.
+    /// The status did not hold what the command needs.
     #[error("unexpected status from node: {0}")]
     Shape(&'static str),
     /// Invalid argument.
@@ -59,61 +59,37 @@ pub enum ClusterCmdError {
     Usage(String),
 }
 
-/// Voter ids and node addresses from a node's metrics JSON.
-pub fn membership(
-    metrics: &Value,
-) -> Result<(BTreeSet<u64>, BTreeMap<u64, String>), ClusterCmdError> {
-    let m = metrics
-        .pointer("/membership_config/membership")
-        .ok_or(ClusterCmdError::Shape("no membership"))?;
-    let mut voters = BTreeSet::new();
-    for cfg in m["configs"]
-        .as_array()
-        .ok_or(ClusterCmdError::Shape("no configs"))?
-    {
-        for id in cfg.as_array().ok_or(ClusterCmdError::Shape("config"))? {
-            voters.insert(id.as_u64().ok_or(ClusterCmdError::Shape("voter id"))?);
-        }
-    }
-    let mut nodes = BTreeMap::new();
-    if let Some(map) = m["nodes"].as_object() {
-        for (id, n) in map {
-            let id: u64 = id.parse().map_err(|_| ClusterCmdError::Shape("node id"))?;
-            nodes.insert(id, n["addr"].as_str().unwrap_or_default().to_string());
-        }
-    }
-    Ok((voters, nodes))
+/// Voter ids (both halves of a joint configuration) and node addresses from a node's status.
+pub fn membership(status: &NodeStatus) -> (BTreeSet<u64>, BTreeMap<u64, String>) {
+    (status.voters(), status.nodes())
 }
 
-/// The client of the current leader (following the node's leader hint).
+/// The client of the current leader (following the node's leader hint), with its status.
 pub async fn leader_client(
     addr: &str,
     tls: Option<&TlsConfig>,
-) -> Result<(ClusterClient, Value), ClusterCmdError> {
+) -> Result<(ClusterClient, NodeStatus), ClusterCmdError> {
     let c = client(addr, tls);
-    let (id, metrics) = c.status().await?;
-    match metrics["current_leader"].as_u64() {
-        Some(l) if l != id => {
-            let (_, nodes) = membership(&metrics)?;
-            let leader_addr = nodes
-                .get(&l)
+    let status = c.status().await?;
+    match status.current_leader {
+        Some(l) if l != status.node_id => {
+            let leader_addr = status
+                .addr_of(l)
                 .ok_or(ClusterCmdError::Shape("leader without address"))?;
             let lc = client(leader_addr, tls);
-            let (_, lm) = lc.status().await?;
-            Ok((lc, lm))
+            let leader_status = lc.status().await?;
+            Ok((lc, leader_status))
         }
-        _ => Ok((c, metrics)),
+        _ => Ok((c, status)),
     }
 }
 
-/// Whether the leader has replicated any log to node `id` (its `replication` metrics
-/// name a matched log id), checked for up to 3 s.
+/// Whether the leader has replicated any log to node `id` (its replication progress names
+/// a matched log id), checked for up to 3 s.
 pub async fn learner_caught_up(leader: &ClusterClient, id: u64) -> bool {
     for _ in 0..15 {
-        if let Ok((_, m)) = leader.status().await {
-            if m.pointer(&format!("/replication/{id}"))
-                .is_some_and(|matched| !matched.is_null())
-            {
+        if let Ok(status) = leader.status().await {
+            if status.matched(id).is_some() {
                 return true;
             }
         }
@@ -168,8 +144,8 @@ pub async fn status(
     addr: &str,
     tls: Option<&TlsConfig>,
 ) -> Result<Vec<MemberRow>, ClusterCmdError> {
-    let (_, metrics) = client(addr, tls).status().await?;
-    let (voters, nodes) = membership(&metrics)?;
+    let status = client(addr, tls).status().await?;
+    let (voters, nodes) = membership(&status);
     let mut rows = Vec::new();
     for (id, a) in nodes {
         let mut row = MemberRow {
@@ -188,12 +164,12 @@ pub async fn status(
             error: None,
         };
         match client(&a, tls).status().await {
-            Ok((_, m)) => {
-                row.role = m["state"].as_str().map(str::to_lowercase);
-                row.term = m["current_term"].as_u64();
-                row.leader = m["current_leader"].as_u64();
-                row.last_log_index = m["last_log_index"].as_u64();
-                row.applied_index = m.pointer("/last_applied/index").and_then(Value::as_u64);
+            Ok(m) => {
+                row.role = Some(m.role().to_string());
+                row.term = Some(m.current_term);
+                row.leader = m.current_leader;
+                row.last_log_index = m.last_log_index;
+                row.applied_index = m.last_applied.map(|l| l.index);
             }
             Err(e) => row.error = Some(e.to_string()),
         }

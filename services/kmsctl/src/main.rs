@@ -140,8 +140,8 @@ async fn cluster_cmd(args: ClusterArgs) -> anyhow::Result<i32> {
             }
         }
         ClusterCmd::Promote { cluster, id } => {
-            let (leader, metrics) = c::leader_client(&cluster, tls).await?;
-            let (mut voters, nodes) = c::membership(&metrics)?;
+            let (leader, status) = c::leader_client(&cluster, tls).await?;
+            let (mut voters, nodes) = c::membership(&status);
             if !nodes.contains_key(&id) {
                 bail!("node {id} is not a member; add it with `kmsctl cluster add-learner` first");
             }
@@ -150,8 +150,8 @@ async fn cluster_cmd(args: ClusterArgs) -> anyhow::Result<i32> {
             println!("node {id} is a voter");
         }
         ClusterCmd::Remove { cluster, id } => {
-            let (leader, metrics) = c::leader_client(&cluster, tls).await?;
-            let (mut voters, _) = c::membership(&metrics)?;
+            let (leader, status) = c::leader_client(&cluster, tls).await?;
+            let (mut voters, _) = c::membership(&status);
             if !voters.remove(&id) {
                 bail!("node {id} is not a voter");
             }

@@ -1,8 +1,10 @@
 //! [`ClusterClient`]: the typed client of the `Cluster` gRPC service, used by nodes to forward
 //! command batches to the leader and by `kmsctl` for status and membership changes.
 //!
-//! Owns the client-side decoding of the service's replies into [`ForwardOutcome`] and the
-//! typed error [`NetError`]; the server side is [`crate::grpc`].
+//! Owns the client side of the service: requests built and replies decoded through
+//! [`crate::pb`] into [`ForwardOutcome`] / [`NodeStatus`], failures mapped to the typed error
+//! [`NetError`] (from the `ErrorDetail` of a gRPC status when the node sent one); the server
+//! side is [`crate::grpc`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,10 +14,8 @@ use tonic::transport::Channel;
 
 use super::{lazy_channel, TlsConfig, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_client::ClusterClient as PbClusterClient;
-use crate::pb::{
-    Ack, AddLearnerRequest, ForwardRequest, MembersRequest, StatusRequest, TakeLeadershipRequest,
-};
-use crate::NodeId;
+use crate::pb::{self, PbError, WireError};
+use crate::{NodeId, NodeStatus};
 
 /// Deadline of one call made by a client from [`ClusterClient::connect`]: generous, because
 /// `add_learner` waits until the learner caught up and a forward waits for the commit.
@@ -44,10 +44,10 @@ pub enum NetError {
         /// The status message.
         message: String,
     },
-    /// The node handled the call but its Raft refused it (e.g. already initialized, raft
-    /// shut down); the message is the Raft error's text.
+    /// The node handled the call and answered with a typed error (its Raft refused or has
+    /// stopped, the request was invalid or of an unsupported schema version, ...).
     #[error("remote error: {0}")]
-    Remote(String),
+    Remote(#[source] WireError),
     /// A membership call reached a node that is not the leader.
     #[error("not the leader (leader: {leader_id:?} at {leader_addr:?})")]
     NotLeader {
@@ -56,30 +56,42 @@ pub enum NetError {
         /// That leader's address, if known.
         leader_addr: Option<String>,
     },
-    /// A JSON payload of the reply could not be decoded.
+    /// The reply (or the error detail of a failed call) could not be decoded.
     #[error("cannot decode {what}: {source}")]
     Decode {
         /// What was being decoded.
         what: &'static str,
-        /// The JSON error.
-        source: serde_json::Error,
-    },
-    /// The request could not be JSON-encoded.
-    #[error("cannot encode {what}: {source}")]
-    Encode {
-        /// What was being encoded.
-        what: &'static str,
-        /// The JSON error.
-        source: serde_json::Error,
+        /// Why it does not decode.
+        #[source]
+        source: PbError,
     },
 }
 
 impl From<tonic::Status> for NetError {
+    /// A status with an `ErrorDetail` is the node's typed answer ([`NetError::NotLeader`],
+    /// [`NetError::Remote`]); one without is a transport failure (`Unavailable`) or another
+    /// gRPC error.
     fn from(status: tonic::Status) -> Self {
-        let message = super::status_text(&status);
-        match status.code() {
-            tonic::Code::Unavailable => NetError::Transport(message),
-            code => NetError::Status { code, message },
+        match WireError::from_status(&status) {
+            Some(Ok(WireError::NotLeader {
+                leader_id,
+                leader_addr,
+            })) => NetError::NotLeader {
+                leader_id,
+                leader_addr,
+            },
+            Some(Ok(e)) => NetError::Remote(e),
+            Some(Err(source)) => NetError::Decode {
+                what: "error detail",
+                source,
+            },
+            None => {
+                let message = super::status_text(&status);
+                match status.code() {
+                    tonic::Code::Unavailable => NetError::Transport(message),
+                    code => NetError::Status { code, message },
+                }
+            }
         }
     }
 }
@@ -156,83 +168,58 @@ impl ClusterClient {
     /// otherwise [`ForwardOutcome::NotLeader`] with the leader hint. A Raft failure on the
     /// leader (e.g. shutting down) is [`NetError::Remote`].
     pub async fn forward(&self, cmds: &[Command]) -> Result<ForwardOutcome, NetError> {
-        let commands_json = serde_json::to_vec(cmds).map_err(|source| NetError::Encode {
-            what: "commands",
-            source,
-        })?;
         let span = crate::trace_ctx::client_span("cluster.forward");
-        let mut request = tonic::Request::new(ForwardRequest { commands_json });
+        let mut request = tonic::Request::new(pb::forward_request(cmds));
         crate::trace_ctx::inject(&span, request.metadata_mut());
         let reply = tracing::Instrument::instrument(self.client()?.forward(request), span)
             .await?
             .into_inner();
-        if !reply.error.is_empty() {
-            return Err(NetError::Remote(reply.error));
-        }
-        if reply.leader_id.is_some() || reply.results_json.is_empty() {
-            return Ok(ForwardOutcome::NotLeader {
-                leader_id: reply.leader_id,
-                leader_addr: non_empty(reply.leader_addr),
-            });
-        }
-        let results =
-            serde_json::from_slice(&reply.results_json).map_err(|source| NetError::Decode {
-                what: "command results",
-                source,
-            })?;
-        Ok(ForwardOutcome::Applied(results))
+        ForwardOutcome::try_from(reply).map_err(|source| NetError::Decode {
+            what: "forward response",
+            source,
+        })
     }
 
-    /// This node's id and its openraft `RaftMetrics` as JSON.
-    pub async fn status(&self) -> Result<(NodeId, serde_json::Value), NetError> {
-        let reply = self.client()?.status(StatusRequest {}).await?.into_inner();
-        let metrics =
-            serde_json::from_slice(&reply.metrics_json).map_err(|source| NetError::Decode {
-                what: "raft metrics",
-                source,
-            })?;
-        Ok((reply.node_id, metrics))
+    /// This node's Raft view.
+    pub async fn status(&self) -> Result<NodeStatus, NetError> {
+        let reply = self
+            .client()?
+            .status(pb::status_request())
+            .await?
+            .into_inner();
+        NodeStatus::try_from(reply).map_err(|source| NetError::Decode {
+            what: "status response",
+            source,
+        })
     }
 
     /// Initializes a new cluster on this node with `members` (node id → `host:port`) as
     /// voters. Fails with [`NetError::Remote`] when the node is already initialized.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), NetError> {
-        let ack = self
-            .client()?
-            .initialize(MembersRequest {
-                members: members.into_iter().collect(),
-            })
-            .await?
-            .into_inner();
-        ack_result(ack)
+        self.client()?
+            .initialize(pb::members_request(&members))
+            .await?;
+        Ok(())
     }
 
     /// Adds node `id` at `addr` as a learner and waits until it caught up with the log. Must be
     /// sent to the leader ([`NetError::NotLeader`] otherwise).
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), NetError> {
-        let ack = self
-            .client()?
-            .add_learner(AddLearnerRequest {
-                node_id: id,
-                addr: addr.to_string(),
-            })
-            .await?
-            .into_inner();
-        ack_result(ack)
+        self.client()?
+            .add_learner(pb::add_learner_request(id, addr))
+            .await?;
+        Ok(())
     }
 
     /// Makes exactly `members` the voters (they must already be known to the cluster, e.g. as
     /// learners; removed voters are dropped, not kept as learners). Must be sent to the leader
     /// ([`NetError::NotLeader`] otherwise).
     pub async fn change_membership(&self, members: BTreeSet<NodeId>) -> Result<(), NetError> {
-        let ack = self
-            .client()?
-            .change_membership(MembersRequest {
-                members: members.into_iter().map(|id| (id, String::new())).collect(),
-            })
-            .await?
-            .into_inner();
-        ack_result(ack)
+        let members = members.into_iter().map(|id| (id, String::new())).collect();
+        self.client()?
+            .change_membership(pb::members_request(&members))
+            .await?;
+        Ok(())
     }
 
     /// Asks this node to campaign because `leader_id`, its leader at `term`, is stopping
@@ -243,33 +230,14 @@ impl ClusterClient {
         term: u64,
         last_log_index: Option<u64>,
     ) -> Result<(), NetError> {
-        let ack = self
-            .client()?
-            .take_leadership(TakeLeadershipRequest {
-                leader_id,
-                term,
-                last_log_index,
-            })
-            .await?
-            .into_inner();
-        ack_result(ack)
-    }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
-fn ack_result(ack: Ack) -> Result<(), NetError> {
-    if ack.not_leader {
-        return Err(NetError::NotLeader {
-            leader_id: ack.leader_id,
-            leader_addr: non_empty(ack.leader_addr),
-        });
-    }
-    if ack.error.is_empty() {
+        let ask = pb::TakeLeadership {
+            leader_id,
+            term,
+            last_log_index,
+        };
+        self.client()?
+            .take_leadership(pb::TakeLeadershipRequest::from(&ask))
+            .await?;
         Ok(())
-    } else {
-        Err(NetError::Remote(ack.error))
     }
 }

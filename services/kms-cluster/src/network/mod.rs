@@ -26,8 +26,9 @@ use tonic::transport::{Channel, Endpoint};
 /// How long opening a TCP connection to a peer may take before the RPC fails as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Largest gRPC message accepted (both directions): openraft snapshot chunks and large
-/// append-entries batches are JSON, which is several times the size of their bytes.
+/// Largest gRPC message accepted (both directions): room for openraft's snapshot chunks and
+/// large append-entries batches (up to `max_payload_entries` entries of up to `max_batch`
+/// commands each).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// The URI for a node address: `host:port` gets `http://`; an address that already has a

@@ -2,17 +2,20 @@
 //! target node, which sends vote, append-entries and install-snapshot RPCs over the `Raft`
 //! gRPC service.
 //!
-//! Each request is the serde_json of openraft's request type inside a `RaftPayload`; the reply
-//! is the serde_json of `Result<Response, RaftError>` as produced by the target's
-//! `Raft::vote` / `append_entries` / `install_snapshot`. Error mapping (what openraft does next):
+//! Requests and replies are the typed messages of `proto/cluster.proto`, converted by
+//! [`crate::pb`] (requests carry the schema version). The target's `Raft::vote` /
+//! `append_entries` / `install_snapshot` errors come back as a gRPC status whose details hold
+//! the typed error. Error mapping (what openraft does next):
 //!
 //! | failure | `RPCError` | openraft |
 //! |---|---|---|
-//! | invalid address, connection refused or timed out (`Unavailable`) | `Unreachable` | backs off |
+//! | invalid address, connection refused or timed out (`Unavailable` without details) | `Unreachable` | backs off |
+//! | the target does not read our schema version (`FailedPrecondition`, schema mismatch) | `Unreachable` | backs off (until one side is upgraded) |
 //! | per-RPC deadline (`RPCOption::hard_ttl`) passed | `Timeout` | retries |
-//! | any other gRPC status, undecodable reply | `Network` | retries |
-//! | the target's Raft returned an error | `RemoteError` | handles the Raft error |
+//! | any other gRPC status, undecodable reply or error detail | `Network` | retries |
+//! | the target's Raft returned an error (fatal, snapshot mismatch) | `RemoteError` | handles the Raft error |
 
+use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,13 +26,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::{lazy_channel, TlsConfig, MAX_MESSAGE_SIZE};
 use crate::pb::raft_client::RaftClient;
-use crate::pb::RaftPayload;
+use crate::pb::{self, raft_error_from_wire, PbError, WireApiError, WireError};
 use crate::{Node, NodeId, TypeConfig};
 
 /// Creates a [`GrpcNetwork`] for each peer openraft replicates to or asks for votes.
@@ -88,24 +89,25 @@ impl GrpcNetwork {
         }
     }
 
-    /// Sends one JSON-encoded request and decodes the `Result<Resp, RaftError<E>>` reply.
-    async fn call<Req, Resp, E>(
+    /// Sends one request with `send` and converts the reply to openraft's `Resp`, mapping
+    /// failures as in the table of this module.
+    async fn call<Req, PbResp, Resp, E, Fut>(
         &self,
         action: RPCTypes,
-        request: &Req,
+        request: Req,
         hard_ttl: Duration,
+        send: impl FnOnce(RaftClient<Channel>, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        Fut: Future<Output = Result<tonic::Response<PbResp>, tonic::Status>>,
+        Resp: TryFrom<PbResp, Error = PbError>,
+        E: std::error::Error + WireApiError,
     {
-        let mut client = match &self.client {
+        let client = match &self.client {
             Ok(client) => client.clone(),
             Err(reason) => return Err(Unreachable::new(&RpcFailure(reason.clone())).into()),
         };
-        let json = serde_json::to_vec(request).map_err(|e| NetworkError::new(&e))?;
-        let mut grpc_request = tonic::Request::new(RaftPayload { json });
+        let mut grpc_request = tonic::Request::new(request);
         grpc_request.set_timeout(hard_ttl);
         let span = crate::trace_ctx::client_span(match action {
             RPCTypes::Vote => "raft.vote",
@@ -114,14 +116,7 @@ impl GrpcNetwork {
         });
         crate::trace_ctx::inject(&span, grpc_request.metadata_mut());
 
-        let call = async {
-            match action {
-                RPCTypes::Vote => client.vote(grpc_request).await,
-                RPCTypes::AppendEntries => client.append_entries(grpc_request).await,
-                RPCTypes::InstallSnapshot => client.install_snapshot(grpc_request).await,
-            }
-        };
-        let call = tracing::Instrument::instrument(call, span);
+        let call = tracing::Instrument::instrument(send(client, grpc_request), span);
         let reply = match tokio::time::timeout(hard_ttl, call).await {
             Err(_elapsed) => {
                 return Err(RPCError::Timeout(Timeout {
@@ -132,34 +127,46 @@ impl GrpcNetwork {
                     timeout: hard_ttl,
                 }));
             }
-            Ok(Err(status)) => return Err(status_to_rpc_error(status)),
+            Ok(Err(status)) => return Err(self.status_to_rpc_error(status)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.json).map_err(|e| NetworkError::new(&e))?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        Resp::try_from(reply).map_err(|e| NetworkError::new(&e).into())
     }
-}
 
-/// `Unavailable` is what tonic reports for connect failures (refused, timed out, reset):
-/// the peer is unreachable. Everything else is a network error worth retrying.
-fn status_to_rpc_error<E: std::error::Error>(
-    status: tonic::Status,
-) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
-    let failure = RpcFailure(format!(
-        "{:?}: {}",
-        status.code(),
-        super::status_text(&status)
-    ));
-    match status.code() {
-        tonic::Code::Unavailable => Unreachable::new(&failure).into(),
-        _ => NetworkError::new(&failure).into(),
+    /// The `RPCError` for a failed call: the peer's Raft error when the status carries one,
+    /// otherwise by status code (`Unavailable`: unreachable; anything else: network error).
+    fn status_to_rpc_error<E>(
+        &self,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, Node, RaftError<NodeId, E>>
+    where
+        E: std::error::Error + WireApiError,
+    {
+        let failure = || {
+            RpcFailure(format!(
+                "{:?}: {}",
+                status.code(),
+                super::status_text(&status)
+            ))
+        };
+        match WireError::from_status(&status) {
+            Some(Ok(wire)) => match raft_error_from_wire::<E>(&wire) {
+                Some(raft_error) => RPCError::RemoteError(RemoteError::new_with_node(
+                    self.target,
+                    self.node.clone(),
+                    raft_error,
+                )),
+                None if matches!(wire, WireError::SchemaMismatch { .. }) => {
+                    Unreachable::new(&wire).into()
+                }
+                None => NetworkError::new(&wire).into(),
+            },
+            Some(Err(undecodable)) => NetworkError::new(&undecodable).into(),
+            None if status.code() == tonic::Code::Unavailable => {
+                Unreachable::new(&failure()).into()
+            }
+            None => NetworkError::new(&failure()).into(),
+        }
     }
 }
 
@@ -175,8 +182,14 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl())
-            .await
+        let request = pb::AppendEntriesRequest::from(&rpc);
+        self.call(
+            RPCTypes::AppendEntries,
+            request,
+            option.hard_ttl(),
+            |mut client, request| async move { client.append_entries(request).await },
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -187,8 +200,14 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(RPCTypes::InstallSnapshot, &rpc, option.hard_ttl())
-            .await
+        let request = pb::InstallSnapshotRequest::from(&rpc);
+        self.call(
+            RPCTypes::InstallSnapshot,
+            request,
+            option.hard_ttl(),
+            |mut client, request| async move { client.install_snapshot(request).await },
+        )
+        .await
     }
 
     async fn vote(
@@ -196,6 +215,13 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::Vote, &rpc, option.hard_ttl()).await
+        let request = pb::VoteRequest::from(&rpc);
+        self.call(
+            RPCTypes::Vote,
+            request,
+            option.hard_ttl(),
+            |mut client, request| async move { client.vote(request).await },
+        )
+        .await
     }
 }

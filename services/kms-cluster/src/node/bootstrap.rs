@@ -76,14 +76,7 @@ impl ClusterNode {
     /// (has a membership or knows a leader). Unreachable: false.
     pub async fn peer_in_cluster(&self, addr: &str) -> bool {
         match tokio::time::timeout(Duration::from_secs(1), self.client(addr).status()).await {
-            Ok(Ok((_, metrics))) => {
-                let voters = metrics
-                    .pointer("/membership_config/membership/configs")
-                    .and_then(|v| v.as_array())
-                    .is_some_and(|a| !a.is_empty());
-                let leader = metrics.get("current_leader").is_some_and(|v| !v.is_null());
-                voters || leader
-            }
+            Ok(Ok(status)) => status.in_cluster(),
             _ => false,
         }
     }

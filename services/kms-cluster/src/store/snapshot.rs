@@ -8,7 +8,8 @@
 //! the old or the new snapshot, never a torn one.
 //!
 //! File format: the 8-byte magic [`MAGIC`], one frame (see `store::frame`) holding the
-//! [`SnapshotMeta`], then the state body (see `store::sm`). The file's bytes are also exactly what
+//! [`SnapshotMeta`] (typed protobuf of the wire schema), then the state body (kms-state's
+//! streaming snapshot format, see `store::sm`). The file's bytes are also exactly what
 //! is streamed to a follower, chunk by chunk, so the follower receives a file it can verify
 //! and rename into place.
 
@@ -151,11 +152,10 @@ impl SnapshotFiles {
     }
 }
 
+/// The meta as the typed protobuf `SnapshotMeta` of the wire schema.
 fn encode_meta(meta: &SnapshotMeta) -> Result<Vec<u8>, ClusterError> {
-    serde_json::to_vec(meta).map_err(|source| ClusterError::Encode {
-        what: "snapshot meta",
-        source,
-    })
+    use prost::Message;
+    Ok(crate::pb::SnapshotMeta::from(meta).encode_to_vec())
 }
 
 /// Reads magic and meta from a snapshot file (any position); leaves the reader at the body.
@@ -190,7 +190,11 @@ pub fn read_head(
     if kind != KIND_META {
         return Err(bad(format!("first record is kind {kind}, not the meta")));
     }
-    let meta: SnapshotMeta =
-        serde_json::from_slice(payload).map_err(|e| bad(format!("meta does not decode: {e}")))?;
+    let meta = {
+        use prost::Message;
+        let raw = crate::pb::SnapshotMeta::decode(payload)
+            .map_err(|e| bad(format!("meta does not decode: {e}")))?;
+        SnapshotMeta::try_from(raw).map_err(|e| bad(format!("meta: {e}")))?
+    };
     Ok((meta, r))
 }

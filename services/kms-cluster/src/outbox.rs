@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use kms_state::{Command, CommandResult, HostState};
+use kms_state::Command;
 
 use crate::store::frame::{put_frame, FrameReader};
 
@@ -217,53 +217,6 @@ impl Outbox {
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.lock().pending.is_empty()
-    }
-}
-
-/// The answer a node gives from its last applied state (plus its own pending outbox
-/// commands) when it cannot reach a quorum: the count a host would report if this
-/// request were applied now.
-pub fn local_result(state: &HostState, pending: &[Command], cmd: &Command) -> CommandResult {
-    match cmd {
-        Command::Activation(a) => {
-            let Some(group) = &a.count_group else {
-                return CommandResult::Activation(kms_state::ActivationResult {
-                    active_clients: 0,
-                    duplicate: false,
-                });
-            };
-            let mut active = state.active_clients_at(group, a.time_ms);
-            if a.outcome.is_answered() {
-                // Distinct CMIDs not yet in the applied window: this one and those waiting
-                // in the outbox.
-                let mut extra = std::collections::BTreeSet::new();
-                for c in pending.iter().chain(std::iter::once(cmd)) {
-                    if let Command::Activation(p) = c {
-                        if p.count_group.as_deref() == Some(group)
-                            && p.outcome.is_answered()
-                            && state
-                                .client(group, &p.cmid)
-                                .is_none_or(|r| !r.is_active_at(a.time_ms))
-                        {
-                            extra.insert(p.cmid);
-                        }
-                    }
-                }
-                active += extra.len() as u32;
-            }
-            CommandResult::Activation(kms_state::ActivationResult {
-                active_clients: active,
-                duplicate: false,
-            })
-        }
-        Command::SetEpid {
-            count_group, epid, ..
-        } => CommandResult::Epid(
-            state
-                .epid(count_group)
-                .map(str::to_owned)
-                .unwrap_or_else(|| epid.clone()),
-        ),
     }
 }
 

@@ -4,28 +4,36 @@
 use super::*;
 
 impl ClusterNode {
-    /// serve-local: answers a batch from the applied state and keeps it in the durable
-    /// outbox for replay.
+    /// serve-local: answers a batch from the applied state (with the outbox's pending commands
+    /// applied on top) and keeps it in the durable outbox for replay.
     pub(super) async fn serve_locally(
         &self,
         cmds: &[Command],
         why: &str,
     ) -> Result<Vec<CommandResult>, SubmitError> {
-        let pending = self.outbox.peek(10_000).unwrap_or_default();
-        let results: Vec<CommandResult> = self.state.read(|st| {
-            let mut seen = pending.clone();
-            cmds.iter()
-                .map(|c| {
-                    let r = outbox::local_result(st, &seen, c);
-                    seen.push(c.clone());
-                    r
-                })
-                .collect()
-        });
-        self.outbox
-            .push(cmds)
-            .await
-            .map_err(|e| SubmitError::Unavailable(format!("{why}; outbox: {e}")))?;
+        // One counting rule: the answer is what `HostState::apply` gives on the applied state
+        // plus everything still waiting in the outbox (dedup included) — a preview kept while
+        // the applied state does not move, rebuilt (an O(1) clone plus the outbox) when it does.
+        // Held across the outbox write, so every answered command is in the next rebuild.
+        let mut view = self.local_view.lock().await;
+        let applied = self.state.last_applied();
+        if !matches!(&*view, Some((at, _)) if *at == applied) {
+            let mut preview = self.state.read(HostState::clone);
+            for c in self.outbox.peek(usize::MAX).unwrap_or_default() {
+                preview.apply(&c);
+            }
+            *view = Some((applied, preview));
+        }
+        let Some((_, preview)) = view.as_mut() else {
+            unreachable!("set above")
+        };
+        let results: Vec<CommandResult> = cmds.iter().map(|c| preview.apply(c)).collect();
+        if let Err(e) = self.outbox.push(cmds).await {
+            // Not kept: forget the preview, it counted commands that are not pending.
+            *view = None;
+            return Err(SubmitError::Unavailable(format!("{why}; outbox: {e}")));
+        }
+        drop(view);
         tracing::warn!(
             commands = cmds.len(),
             reason = why,

@@ -106,6 +106,8 @@ pub struct ClusterNode {
     last_quorum_ms: AtomicU64,
     /// Closed when this node, stopping as leader, hands leadership over.
     handover: HandoverGate,
+    /// serve-local: the applied state (at this log id) with the outbox applied on top.
+    local_view: tokio::sync::Mutex<Option<(Option<crate::LogId>, HostState)>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -202,6 +204,7 @@ impl ClusterNode {
             outbox,
             last_quorum_ms: AtomicU64::new(now_ms()),
             handover: gate,
+            local_view: tokio::sync::Mutex::new(None),
         });
         tokio::spawn(node.clone().batcher(rx));
         tokio::spawn(node.clone().replayer(node.stop.subscribe()));

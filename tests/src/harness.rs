@@ -29,6 +29,27 @@ pub fn bin_dir() -> PathBuf {
         cmd.args(["build", "-q", "-p", "kmsd", "-p", "kmsctl"])
             .args(["--features", "kmsd/fault-injection"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Without the package variables cargo set for this test process: ring's build
+        // script tracks CARGO_MANIFEST_DIR and CARGO_PKG_*, so values differing from the
+        // outer `cargo test`'s made the two builds rebuild ring and everything above it
+        // (minutes) in turn.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                cmd.env_remove(name.as_ref());
+            }
+        }
         if release {
             cmd.arg("--release");
         }

@@ -21,11 +21,35 @@ pub fn bin_dir() -> PathBuf {
             .expect("target dir")
             .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
-        // Build the binaries once per test process; a no-op when they are up to date.
+        // Build the binaries once per test process; a no-op when they are up to date. The
+        // test kmsd carries the fault hooks the watchdog tests use (feature
+        // `fault-injection`; release builds never enable it).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", "kmsd", "-p", "kmsctl"])
+            .args(["--features", "kmsd/fault-injection"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Without the package variables cargo set for this test process: ring's build
+        // script tracks CARGO_MANIFEST_DIR and CARGO_PKG_*, so values differing from the
+        // outer `cargo test`'s made the two builds rebuild ring and everything above it
+        // (minutes) in turn.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+            {
+                cmd.env_remove(name.as_ref());
+            }
+        }
         if release {
             cmd.arg("--release");
         }
@@ -221,6 +245,19 @@ impl Kmsd {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its exit status, or None
+    /// while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if status.is_some() || Instant::now() >= deadline {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -357,6 +394,16 @@ impl HttpReply {
 
 /// Minimal HTTP/1.0 GET with extra request headers (`Name: value` lines).
 pub fn http_get_with(url: &str, headers: &[&str]) -> std::io::Result<HttpReply> {
+    http_request("GET", url, headers)
+}
+
+/// Minimal HTTP/1.0 POST without a body: returns status code and body.
+pub fn http_post(url: &str) -> std::io::Result<(u16, String)> {
+    http_request("POST", url, &["Content-Length: 0"]).map(|r| (r.code, r.body))
+}
+
+/// Minimal HTTP/1.0 request without a body, with extra headers (`Name: value` lines).
+fn http_request(method: &str, url: &str, headers: &[&str]) -> std::io::Result<HttpReply> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -364,7 +411,7 @@ pub fn http_get_with(url: &str, headers: &[&str]) -> std::io::Result<HttpReply> 
     };
     let mut s = TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");

@@ -1,6 +1,12 @@
 //! The admin HTTP API (axum), separate from port 1688: `/livez`, `/readyz`, `/status`,
 //! `/clients`, `/metrics`.
 //!
+//! `/livez` tells the truth about progress: it answers 503 naming the stalled loop while
+//! the [`crate::watchdog`] finds one (work pending, no progress for
+//! `watchdog_stall_secs`), and `/readyz` fails then too. Both run on the runtime they
+//! report on: when the runtime itself is stuck they cannot answer at all, which a probe
+//! with a timeout counts as a failure as well.
+//!
 //! With an admin token configured, [`protect`] requires `Authorization: Bearer <token>`
 //! on every path except [`OPEN_PATHS`] (probes and Prometheus); failures answer 401 with
 //! `WWW-Authenticate: Bearer` and are written to the audit log.
@@ -9,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::report::{self, HostFacts};
 use crate::service::Service;
 use crate::stats::Counters;
+use crate::watchdog::Health;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -32,6 +39,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Prometheus metrics (None when disabled).
     pub metrics: Option<Arc<Metrics>>,
+    /// The watchdog's verdict.
+    pub health: Arc<Health>,
 }
 
 /// Paths served without the admin token: kubelet probes and Prometheus scrapes.
@@ -205,21 +214,37 @@ async fn require_token(
 
 /// Builds the router.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
+    let router = Router::new()
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/clients", get(clients))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "fault-injection")]
+    let router = router.merge(crate::fault::router());
+    router.with_state(state)
 }
 
-async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    // Ready means "can answer activations": listeners bound and a leader known.
+async fn livez(State(s): State<AdminState>) -> (StatusCode, String) {
+    // Live means "makes progress": a stalled loop is reported with its name and duration.
+    match s.health.reason() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
+    // Ready means "can answer activations": listeners bound, a leader known, nothing stalled.
+    if let Some(reason) = s.health.reason() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        );
+    }
     if s.ready.load(Ordering::Relaxed) && s.service.backend().node().has_leader() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
     }
 }
 

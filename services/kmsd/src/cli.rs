@@ -159,6 +159,12 @@ pub struct Args {
     /// Tokio worker threads (0 = one per core).
     #[arg(long, env = "KMSD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Seconds a loop may have work pending without progress before /livez fails (0 = off).
+    #[arg(long, env = "KMSD_WATCHDOG_STALL_SECS")]
+    pub watchdog_stall_secs: Option<u64>,
+    /// Seconds a stall may last before the process aborts (0 = never).
+    #[arg(long, env = "KMSD_WATCHDOG_ABORT_SECS")]
+    pub watchdog_abort_secs: Option<u64>,
     /// Log format.
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -317,6 +323,8 @@ impl Args {
             quorum_loss,
             cache_mib,
             worker_threads,
+            watchdog_stall_secs,
+            watchdog_abort_secs,
             log_format,
             log_level,
             metrics,
@@ -388,6 +396,24 @@ mod tests {
         ])
         .unwrap();
         assert!(both.resolve().is_err());
+    }
+
+    #[test]
+    fn watchdog_flags() {
+        let args = Args::try_parse_from([
+            "kmsd",
+            "--watchdog-stall-secs",
+            "5",
+            "--watchdog-abort-secs",
+            "30",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!((c.watchdog_stall_secs, c.watchdog_abort_secs), (5, 30));
+        let off = Args::try_parse_from(["kmsd", "--watchdog-stall-secs", "0"]).unwrap();
+        assert_eq!(off.resolve().unwrap().watchdog_stall_secs, 0);
+        let bad = Args::try_parse_from(["kmsd", "--watchdog-abort-secs", "3"]).unwrap();
+        assert!(bad.resolve().is_err());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! - [`dns`]: publishing this node's `_vlmcs._tcp` SRV record (RFC 2136 + TSIG).
 //! - [`stats`]: process-local listener counters.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
+//! - [`watchdog`]: progress probes, the stall decision and the OS thread behind `/livez`
+//!   (plus the optional abort of a wedged process).
+//! - `fault` (cargo feature `fault-injection`, tests only): admin routes that wedge the
+//!   process on purpose.
 //! - `telemetry`: logging and OpenTelemetry trace export.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments.
@@ -25,6 +29,8 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod dns;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
@@ -32,6 +38,7 @@ pub mod report;
 pub mod service;
 pub mod stats;
 pub mod telemetry;
+pub mod watchdog;
 
 use crate::backend::Backend;
 use crate::config::Config;
@@ -73,6 +80,9 @@ pub enum DaemonError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The watchdog thread could not be started.
+    #[error(transparent)]
+    Watchdog(#[from] watchdog::WatchdogError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -188,6 +198,78 @@ async fn reload_loop(
     }
 }
 
+/// The watchdog thread and the runtime tasks it samples; [`Watched::stop`] ends them all.
+struct Watched {
+    watchdog: watchdog::Watchdog,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watched {
+    fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // The thread ends at its next wake-up; nothing to wait for.
+        drop(self.watchdog);
+    }
+}
+
+/// Starts the probes (runtime heartbeat, Raft core query) and the watchdog thread over
+/// them, the request counters and openraft's metrics (nothing when `watchdog_stall_secs`
+/// is 0).
+fn start_watchdog(
+    cfg: &Config,
+    node: &Arc<ClusterNode>,
+    requests: Arc<watchdog::RequestProgress>,
+    health: Arc<watchdog::Health>,
+    metrics: Option<&metrics::Metrics>,
+) -> Result<Watched, DaemonError> {
+    use watchdog::{RuntimeProbes, Sample, StallGauge, Thresholds, Watchdog};
+    let thresholds = Thresholds::from_secs(cfg.watchdog_stall_secs, cfg.watchdog_abort_secs);
+    let gauge = metrics.and_then(|m| match StallGauge::register(m.registry()) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register kms_watchdog_stalled");
+            None
+        }
+    });
+    if !thresholds.enabled() {
+        tracing::info!("watchdog off (watchdog_stall_secs = 0): /livez answers 200 while the process serves HTTP");
+        return Ok(Watched {
+            watchdog: Watchdog::spawn(
+                thresholds,
+                watchdog::SAMPLE_INTERVAL,
+                || [Sample::default(); 4],
+                health,
+                gauge,
+            )?,
+            tasks: Vec::new(),
+        });
+    }
+    let probes = Arc::new(RuntimeProbes::default());
+    let tasks = vec![
+        tokio::spawn(probes.clone().heartbeat()),
+        tokio::spawn(probes.clone().raft_probe(node.raft().clone())),
+    ];
+    let raft_metrics = node.raft().metrics();
+    let sample = move || {
+        let applied = {
+            let m = raft_metrics.borrow();
+            m.running_state
+                .is_ok()
+                .then(|| m.last_applied.map(|l| l.index))
+        };
+        [
+            probes.runtime_sample(),
+            probes.raft_sample(),
+            applied.map_or_else(Sample::default, |a| probes.apply_sample(a)),
+            requests.sample(),
+        ]
+    };
+    let watchdog = Watchdog::spawn(thresholds, watchdog::SAMPLE_INTERVAL, sample, health, gauge)?;
+    Ok(Watched { watchdog, tasks })
+}
+
 /// Runs the daemon until `shutdown` resolves. `on_bound` is told the bound addresses.
 pub async fn run(
     cfg: Config,
@@ -267,6 +349,8 @@ pub async fn run_with(
     let metrics = cfg
         .metrics
         .then(|| Arc::new(metrics::Metrics::new(cfg.node_id)));
+    let health = Arc::new(watchdog::Health::default());
+    let requests = Arc::new(watchdog::RequestProgress::default());
 
     // Bind every KMS address; with the default pair, one family missing is a warning.
     let defaults = cfg.listen == Config::default().listen;
@@ -322,6 +406,7 @@ pub async fn run_with(
         counters.clone(),
         metrics.clone(),
         gate.clone(),
+        requests.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     // Forget idle client addresses once a minute so the per-IP table stays bounded.
@@ -370,7 +455,8 @@ pub async fn run_with(
             dns_publishing: cfg.dns_publish,
         }),
         ready: ready.clone(),
-        metrics,
+        metrics: metrics.clone(),
+        health: health.clone(),
     };
     let mut admin_stop = stop_rx.clone();
     let admin_app = admin::protect(
@@ -393,6 +479,9 @@ pub async fn run_with(
         cluster: node.grpc_addr(),
     };
     let dns_publisher = dns::Publisher::spawn(&cfg, port);
+    let watch = start_watchdog(&cfg, &node, requests, health, metrics.as_deref())?;
+    #[cfg(feature = "fault-injection")]
+    tracing::warn!("this kmsd is built with the test-only `fault-injection` feature (routes under /debug/fault/); never run it in production");
     tracing::info!(kms = ?bound.kms, admin = %bound.admin, data_dir = %cfg.data_dir.display(), licensed = ?service.policy().licensed, "kmsd ready");
     on_bound(&bound);
 
@@ -405,6 +494,8 @@ pub async fn run_with(
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Shutdown has its own deadlines (commit timeout, hand-over, the supervisor's grace).
+    watch.stop();
     if let Some(p) = dns_publisher {
         p.withdraw().await;
     }

@@ -12,6 +12,7 @@ use crate::access::{Gate, Refusal};
 use crate::metrics::{Metrics, RequestLabels, RequestResult};
 use crate::service::Service;
 use crate::stats::{Counters, DecodeKind};
+use crate::watchdog::RequestProgress;
 use kms_protocol::host::{
     HostConnection, HostOptions, Pending, ProtocolIssue, Step, HRESULT_UNSUPPORTED_PRODUCT,
 };
@@ -74,6 +75,8 @@ pub struct Listener {
     pub metrics: Option<Arc<Metrics>>,
     /// Client access control.
     pub gate: Arc<Gate>,
+    /// Activations started and finished, for the watchdog's request loop.
+    pub requests: Arc<RequestProgress>,
     assoc: AtomicU32,
     slots: Arc<Semaphore>,
 }
@@ -87,6 +90,7 @@ impl Listener {
         counters: Arc<Counters>,
         metrics: Option<Arc<Metrics>>,
         gate: Arc<Gate>,
+        requests: Arc<RequestProgress>,
     ) -> Arc<Self> {
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -95,6 +99,7 @@ impl Listener {
             counters,
             metrics,
             gate,
+            requests,
             assoc: AtomicU32::new(rand::random::<u32>() & 0x7fff_0000 | 0x1000),
         })
     }
@@ -285,6 +290,9 @@ impl Listener {
     /// the request could not be recorded (the connection is then closed so the client
     /// tries another host).
     async fn activate(&self, pending: &Pending, peer: SocketAddr) -> Option<Vec<u8>> {
+        let _in_flight = self.requests.begin();
+        #[cfg(feature = "fault-injection")]
+        crate::fault::hold_requests().await;
         let started = std::time::Instant::now();
         let now_ms = crate::now_ms();
         let random = ResponseRandom {

@@ -175,6 +175,15 @@ pub struct Config {
     /// activations per second, and fewer cross-thread wake-ups keep latency low on
     /// virtual machines.
     pub worker_threads: usize,
+    /// Seconds a watched loop (runtime heartbeat, Raft core, state-machine apply, request
+    /// path) may have work pending without progress before the node counts as stalled:
+    /// `/livez` and `/readyz` then answer 503 naming the loop. 0 disables the watchdog.
+    /// Default 10.
+    pub watchdog_stall_secs: u64,
+    /// Seconds a stall may last before the watchdog thread aborts the process, so a
+    /// supervisor without HTTP probes (a restart policy) restarts it; at least
+    /// `watchdog_stall_secs`. 0 (default): never abort.
+    pub watchdog_abort_secs: u64,
     /// Log format. Default text.
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax). Default `info`.
@@ -267,6 +276,8 @@ impl Default for Config {
             quorum_loss: "serve-local".into(),
             cache_mib: 4,
             worker_threads: 1,
+            watchdog_stall_secs: 10,
+            watchdog_abort_secs: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics: true,
@@ -377,6 +388,18 @@ impl Config {
             return invalid(
                 "snapshot_every",
                 "snapshot_every and commit_timeout_ms must be positive",
+            );
+        }
+        if self.watchdog_abort_secs > 0 && self.watchdog_stall_secs == 0 {
+            return invalid(
+                "watchdog_abort_secs",
+                "needs the watchdog on (watchdog_stall_secs > 0)",
+            );
+        }
+        if self.watchdog_abort_secs > 0 && self.watchdog_abort_secs < self.watchdog_stall_secs {
+            return invalid(
+                "watchdog_abort_secs",
+                "must be at least watchdog_stall_secs (or 0: never abort)",
             );
         }
         if let Err(e) = self.quorum_loss.parse::<kms_cluster::node::QuorumLoss>() {
@@ -746,6 +769,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back.tls_key, Some(PathBuf::from("/etc/kmsd/tls/tls.key")));
+    }
+
+    #[test]
+    fn watchdog_settings() {
+        let c = Config::default();
+        assert_eq!((c.watchdog_stall_secs, c.watchdog_abort_secs), (10, 0));
+        let abort_without_watchdog = Config {
+            watchdog_stall_secs: 0,
+            watchdog_abort_secs: 60,
+            ..Config::default()
+        };
+        assert!(matches!(
+            abort_without_watchdog.validate(),
+            Err(ConfigError::Invalid {
+                key: "watchdog_abort_secs",
+                ..
+            })
+        ));
+        let abort_before_stall = Config {
+            watchdog_abort_secs: 5,
+            ..Config::default()
+        };
+        assert!(abort_before_stall.validate().is_err());
+        for (stall, abort) in [(0, 0), (10, 10), (10, 60), (1, 0)] {
+            Config {
+                watchdog_stall_secs: stall,
+                watchdog_abort_secs: abort,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap();
+        }
     }
 
     #[test]

@@ -238,6 +238,7 @@ rejected=(
     "string where an integer is needed|at '/config/renewal_interval'|--set-string config.renewal_interval=abc"
     "client CIDR that is not a CIDR|at '/networkPolicy/clientCIDRs/0'|--set networkPolicy.clientCIDRs[0]=campus"
     "election timeout not above heartbeat|election_timeout_ms must be larger|--set config.election_timeout_ms=100"
+    "watchdog abort before the stall is reported|watchdog_abort_secs must be 0|--set config.watchdog_abort_secs=5"
     "admin token without a secret|adminToken.enabled: set|--set adminToken.enabled=true"
     "tls without certificates|tls.enabled: set|--set tls.enabled=true"
     "fullnameOverride longer than 52 characters|at '/fullnameOverride'|--set fullnameOverride=kms-cluster-with-a-name-much-too-long-for-the-pod-labels-it-makes"

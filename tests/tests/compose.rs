@@ -128,6 +128,9 @@ fn check_config(p: &ComposeProject) {
         assert_eq!(env["KMSD_NODE_ID"], (i + 1).to_string(), "{s}: {env}");
         assert_eq!(env["KMSD_PEERS"], "1=kms1:9689,2=kms2:9689,3=kms3:9689");
         assert_eq!(env["KMSD_CLUSTER_ADVERTISE"], format!("{s}:9689"));
+        // A stalled node exits so the restart policy restarts it (README, watchdog).
+        assert_eq!(env["KMSD_WATCHDOG_ABORT_SECS"], "60", "{s}: {env}");
+        assert_eq!(services[*s]["restart"], "unless-stopped", "{s}");
         assert!(
             services[*s]["healthcheck"].is_object(),
             "{s} has no healthcheck"

@@ -156,6 +156,11 @@ Checks that cannot be expressed in values.schema.json.
 {{- fail "config.election_timeout_ms must be larger than config.heartbeat_ms" }}
 {{- end }}
 {{- end }}
+{{- $stall := ternary 10 (int64 (.watchdog_stall_secs | default 0)) (kindIs "invalid" .watchdog_stall_secs) }}
+{{- $abort := int64 (.watchdog_abort_secs | default 0) }}
+{{- if and (gt $abort 0) (or (eq $stall 0) (lt $abort $stall)) }}
+{{- fail "config.watchdog_abort_secs must be 0 (never abort) or at least config.watchdog_stall_secs (and that not 0)" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) }}
 {{- if and (not (kindIs "string" .Values.podDisruptionBudget.minAvailable)) (gt (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicas)) }}

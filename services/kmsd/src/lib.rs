@@ -200,7 +200,8 @@ async fn reload_loop(
 
 /// The watchdog thread and the runtime tasks it samples; [`Watched::stop`] ends them all.
 struct Watched {
-    watchdog: watchdog::Watchdog,
+    /// None while the watchdog is off.
+    watchdog: Option<watchdog::Watchdog>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -209,7 +210,7 @@ impl Watched {
         for t in &self.tasks {
             t.abort();
         }
-        // The thread ends at its next wake-up; nothing to wait for.
+        // Dropping the handle wakes the thread, which then ends; nothing to wait for.
         drop(self.watchdog);
     }
 }
@@ -236,13 +237,7 @@ fn start_watchdog(
     if !thresholds.enabled() {
         tracing::info!("watchdog off (watchdog_stall_secs = 0): /livez answers 200 while the process serves HTTP");
         return Ok(Watched {
-            watchdog: Watchdog::spawn(
-                thresholds,
-                watchdog::SAMPLE_INTERVAL,
-                || [Sample::default(); 4],
-                health,
-                gauge,
-            )?,
+            watchdog: None,
             tasks: Vec::new(),
         });
     }
@@ -267,7 +262,10 @@ fn start_watchdog(
         ]
     };
     let watchdog = Watchdog::spawn(thresholds, watchdog::SAMPLE_INTERVAL, sample, health, gauge)?;
-    Ok(Watched { watchdog, tasks })
+    Ok(Watched {
+        watchdog: Some(watchdog),
+        tasks,
+    })
 }
 
 /// Runs the daemon until `shutdown` resolves. `on_bound` is told the bound addresses.

@@ -453,10 +453,11 @@ impl Watchdog {
                         _ => return,
                     }
                     let round = detector.observe(Instant::now(), &sample());
-                    health.publish(&round);
+                    // The gauge first: whoever sees /livez change sees the metric agree.
                     if let Some(g) = &gauge {
                         g.publish(&round);
                     }
+                    health.publish(&round);
                     report(&round, thresholds);
                     if let Some(s) = round.abort {
                         tracing::error!(

@@ -26,6 +26,26 @@ pub fn bin_dir() -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", "kmsd", "-p", "kmsctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // `cargo test` runs this process with the test crate's own variables
+        // (CARGO_PKG_NAME=kms-tests, CARGO_MANIFEST_DIR, ...). Build scripts that watch them
+        // (ring's `rerun-if-env-changed=CARGO_PKG_NAME`, ...) would rerun, and everything
+        // above them be rebuilt here and again by the next `cargo test`: minutes each time.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    key,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                cmd.env_remove(key);
+            }
+        }
         if release {
             cmd.arg("--release");
         }

@@ -714,7 +714,7 @@ pub struct BenchLoad {
     pub count: usize,
     /// Concurrent clients.
     pub concurrency: usize,
-    /// Activations started per second.
+    /// Activations started per second (0: as fast as the host answers).
     pub rate: u32,
     /// Per-activation timeout, ms.
     pub timeout_ms: u64,
@@ -740,7 +740,7 @@ impl Bench {
     /// Starts `kmsctl bench` (protocol 6, Windows 10 Enterprise) against `target`,
     /// logging each activation to `log`.
     pub fn spawn(target: SocketAddr, load: BenchLoad, log: &Path) -> Bench {
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "bench".into(),
             "--host".into(),
             target.ip().to_string(),
@@ -750,8 +750,6 @@ impl Bench {
             load.count.to_string(),
             "--concurrency".into(),
             load.concurrency.to_string(),
-            "--rate".into(),
-            load.rate.to_string(),
             "--protocol".into(),
             "6".into(),
             "--timeout-ms".into(),
@@ -760,6 +758,9 @@ impl Bench {
             "--log".into(),
             log.display().to_string(),
         ];
+        if load.rate > 0 {
+            args.extend(["--rate".into(), load.rate.to_string()]);
+        }
         let bin = kmsctl_bin();
         let handle = std::thread::spawn(move || {
             Command::new(bin)
@@ -773,6 +774,11 @@ impl Bench {
             log: log.to_path_buf(),
             target,
         }
+    }
+
+    /// True once the bench process has ended.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
     }
 
     /// Waits for the bench to end; reads its report and log.

@@ -245,19 +245,6 @@ impl Kmsd {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
-    /// Waits up to `timeout` for the process to exit on its own; its exit status, or None
-    /// while it still runs.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.child.as_mut()?.try_wait().ok().flatten();
-            if status.is_some() || Instant::now() >= deadline {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -296,6 +283,39 @@ impl Kmsd {
         self.spawn_inner(false);
     }
 
+    /// Waits up to `timeout` for the process to end by itself (e.g. a start that must be
+    /// refused); its exit status, or None while it still runs (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The inventory (`GET /clients`, every count group): CMID → requests.
+    pub fn clients(&self) -> std::collections::BTreeMap<String, u64> {
+        let url = format!("{}/clients", self.admin);
+        let (code, body) = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(code, 200, "GET {url}: {body}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("clients json");
+        list.iter()
+            .map(|c| {
+                (
+                    c["cmid"].as_str().expect("cmid").to_string(),
+                    c["requests"].as_u64().expect("requests"),
+                )
+            })
+            .collect()
+    }
+
     /// Runs `kmsctl activate` against this host with extra flags; returns the JSON line and
     /// the exit code.
     pub fn activate(&self, extra: &[&str]) -> (serde_json::Value, i32) {
@@ -320,6 +340,35 @@ pub fn activate_at(addr: SocketAddr, extra: &[&str]) -> (serde_json::Value, i32)
         )
     });
     (v, out.status.code().unwrap_or(-1))
+}
+
+/// Copies log files to a directory that outlives the test when dropped during a panic
+/// (a failing test's temporary directories are removed), and prints where.
+pub struct KeepLogsOnPanic {
+    /// What the copies are named after (e.g. the test's name).
+    pub label: String,
+    /// The log files.
+    pub logs: Vec<PathBuf>,
+}
+
+impl Drop for KeepLogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("{}-{}", self.label, std::process::id()));
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        for (i, log) in self.logs.iter().enumerate() {
+            let name = log
+                .file_name()
+                .map(|n| format!("{i}-{}", n.to_string_lossy()))
+                .unwrap_or_else(|| format!("{i}.log"));
+            let _ = std::fs::copy(log, dir.join(name));
+        }
+        eprintln!("logs of the failed test kept in {}", dir.display());
+    }
 }
 
 impl Drop for Kmsd {

@@ -14,6 +14,8 @@
 //!   discovery tests.
 //! - [`prom`]: a real Prometheus server scraping test nodes, and its HTTP API.
 //! - [`otlp`]: an in-process OTLP/gRPC trace collector stub.
+//! - [`ledger`]: bench logs (attempted and answered CMIDs) reconciled with a node's
+//!   inventory and totals: every answered activation counted exactly once.
 //! - [`harness`]: starts real `kmsd` processes on loopback ephemeral ports and runs the
 //!   real `kmsctl` binary against them.
 //! - [`observability`]: the Prometheus rules, Grafana dashboards and alerts and the
@@ -26,6 +28,7 @@ pub mod compose;
 pub mod docker;
 pub mod fake_kube;
 pub mod harness;
+pub mod ledger;
 pub mod observability;
 pub mod otlp;
 pub mod prom;

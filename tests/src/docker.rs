@@ -526,18 +526,7 @@ impl DockerCluster {
 
     /// The inventory of node `i` for count group `group`: CMID → requests.
     pub fn clients(&self, i: usize, group: &str) -> BTreeMap<String, u64> {
-        let url = format!("{}/clients?group={group}", self.nodes[i].admin);
-        let (code, body) = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert_eq!(code, 200, "GET {url}: {body}");
-        let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("clients json");
-        list.iter()
-            .map(|c| {
-                (
-                    c["cmid"].as_str().expect("cmid").to_string(),
-                    c["requests"].as_u64().expect("requests"),
-                )
-            })
-            .collect()
+        crate::harness::inventory(&format!("{}/clients?group={group}", self.nodes[i].admin))
     }
 
     /// Waits until node `i`'s `/readyz` answers 200 (a leader is known).

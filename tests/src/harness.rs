@@ -302,18 +302,7 @@ impl Kmsd {
 
     /// The inventory (`GET /clients`, every count group): CMID → requests.
     pub fn clients(&self) -> std::collections::BTreeMap<String, u64> {
-        let url = format!("{}/clients", self.admin);
-        let (code, body) = http_get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert_eq!(code, 200, "GET {url}: {body}");
-        let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("clients json");
-        list.iter()
-            .map(|c| {
-                (
-                    c["cmid"].as_str().expect("cmid").to_string(),
-                    c["requests"].as_u64().expect("requests"),
-                )
-            })
-            .collect()
+        inventory(&format!("{}/clients", self.admin))
     }
 
     /// Runs `kmsctl activate` against this host with extra flags; returns the JSON line and
@@ -378,6 +367,21 @@ impl Drop for Kmsd {
             let _ = c.wait();
         }
     }
+}
+
+/// The inventory an admin `/clients` URL answers: CMID → requests (panics unless 200).
+pub fn inventory(url: &str) -> std::collections::BTreeMap<String, u64> {
+    let (code, body) = http_get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(code, 200, "GET {url}: {body}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("clients json");
+    list.iter()
+        .map(|c| {
+            (
+                c["cmid"].as_str().expect("cmid").to_string(),
+                c["requests"].as_u64().expect("requests"),
+            )
+        })
+        .collect()
 }
 
 /// Runs `kmsctl` with `args`.

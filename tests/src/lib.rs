@@ -32,4 +32,5 @@ pub mod ledger;
 pub mod observability;
 pub mod otlp;
 pub mod prom;
+pub mod rng;
 pub mod vectors;

@@ -40,6 +40,7 @@
 
 use kms_tests::docker::{brief, Bench, BenchLoad, BenchResult, DockerCluster};
 use kms_tests::harness::{http_get, kmsctl_bin};
+use kms_tests::rng::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -107,25 +108,6 @@ fn env_u64(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|e| panic!("{name}={v:?}: {e}")),
     )
-}
-
-/// SplitMix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn range_ms(&mut self, (lo, hi): (u64, u64)) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo + 1))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -236,7 +218,7 @@ impl Chaos {
                 nodes.push(rest.remove(rng.below(rest.len())));
             }
         }
-        let hold = rng.range_ms(HOLD_MS);
+        let hold = rng.millis(HOLD_MS.0, HOLD_MS.1);
         let role = if leader.is_some() { " (leader)" } else { "" };
         let ids: Vec<String> = nodes.iter().map(|i| format!("n{}", i + 1)).collect();
         let ids = ids.join("+");
@@ -522,14 +504,14 @@ fn chaos(n: usize) {
             std::thread::spawn(move || stream(k, s, ports, rate, t0, stop_at, dir))
         })
         .collect();
-    let mut next_fault = Instant::now() + rng.range_ms(INJECT_EVERY_MS);
+    let mut next_fault = Instant::now() + rng.millis(INJECT_EVERY_MS.0, INJECT_EVERY_MS.1);
     while Instant::now() < stop_at {
         ch.repair(Some(Instant::now()));
         if Instant::now() >= next_fault {
             // No budget: try again shortly rather than after a whole interval.
             next_fault = Instant::now()
                 + if ch.inject(&mut rng) {
-                    rng.range_ms(INJECT_EVERY_MS)
+                    rng.millis(INJECT_EVERY_MS.0, INJECT_EVERY_MS.1)
                 } else {
                     Duration::from_millis(250)
                 };

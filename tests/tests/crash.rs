@@ -35,6 +35,7 @@ use kms_tests::cluster::LocalCluster;
 use kms_tests::docker::{now_ms, Bench, BenchLoad};
 use kms_tests::harness::{KeepLogsOnPanic, Kmsd};
 use kms_tests::ledger::Ledger;
+use kms_tests::rng::Rng;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,27 +74,6 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     env_or("KMS_CRASH_SEED", clock % 1_000_000)
-}
-
-/// splitmix64: a seeded sequence, so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
 }
 
 /// The text appended to a log file since the last poll.
@@ -363,10 +343,10 @@ fn cluster_survives_sigkill_of_leader_and_follower_during_writes() {
         let victim = if round % 2 == 0 {
             leader
         } else {
-            (leader + 1 + rng.below(2) as usize) % 3
+            (leader + 1 + rng.below(2)) % 3
         };
         let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
-        let target = survivors[rng.below(2) as usize];
+        let target = survivors[rng.below(2)];
         let before = rng.millis(1000, 4000);
         let after = rng.millis(1000, 2500);
         let log = c.dir.path().join(format!("bench-{round}.jsonl"));

@@ -252,6 +252,13 @@ fn restart_all_nodes_from_disk_and_rejoin_a_wiped_node_by_snapshot() {
     assert_eq!(rejoined.len(), 3);
     assert_eq!(rejoined[2]["total_requests"], 401);
     assert!(rejoined[2]["raft"]["snapshot_index"].as_u64().unwrap_or(0) > 0);
+    // It came back through the leader under a new incarnation, not under its old identity.
+    let log = c.nodes[2].log_text();
+    assert!(log.contains("taken back as a learner"), "{log}");
+    assert_ne!(
+        rejoined[2]["raft"]["incarnation"],
+        before[2]["raft"]["incarnation"]
+    );
 }
 
 fn activation(cmid: uuid::Uuid) -> kms_state::Command {

@@ -112,6 +112,13 @@ pub struct RaftView {
     pub outbox_len: u64,
     /// Quorum-loss mode: `serve-local` or `fail-closed`.
     pub quorum_loss: String,
+    /// The incarnation of this node's data directory (new whenever it starts empty).
+    #[serde(default)]
+    pub incarnation: String,
+    /// The node started with an empty store and does not take part in Raft until its peers
+    /// confirm it is new or the leader took it back as a learner.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 /// One client machine in the inventory (`GET /clients`).

@@ -30,6 +30,8 @@ pub enum Origin {
     },
     /// This node's own static-peer bootstrap.
     Bootstrap,
+    /// The automatic rejoin of a wiped node (its promotion back to voter by the leader).
+    Rejoin,
 }
 
 /// The requested change.
@@ -53,6 +55,15 @@ pub enum MembershipChange {
         before: BTreeSet<NodeId>,
         /// Requested voters.
         after: BTreeSet<NodeId>,
+    },
+    /// A wiped node was removed and added back as a learner under a new incarnation.
+    Rejoin {
+        /// The node.
+        node_id: NodeId,
+        /// Its address.
+        addr: String,
+        /// Whether the leader promotes it to voter once caught up.
+        as_voter: bool,
     },
 }
 

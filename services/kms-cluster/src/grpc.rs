@@ -24,17 +24,20 @@ use tonic::{Request, Response, Status};
 
 use crate::events::{emit, MembershipChange, MembershipEvent, MembershipEvents, Origin};
 use crate::handover::HandoverGate;
+use crate::identity::Quarantine;
 use crate::network::{ForwardOutcome, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::pb::{self, raft_error_to_wire, WireApiError, WireError};
-use crate::{ClusterRequest, Node, NodeId, NodeStatus, Raft};
+use crate::{ClusterRequest, Node, NodeId, NodeStatus, Raft, Registration, StateHandle};
 
 /// The `Raft` service: hands peers' vote / append-entries / install-snapshot requests to the
 /// local Raft.
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    /// While active, every request is refused (see [`crate::identity`]).
+    quarantine: Quarantine,
 }
 
 /// The `Cluster` service: forwarding, status and membership operations on the local Raft.
@@ -46,6 +49,23 @@ pub struct ClusterService {
     /// Closed while this node hands its leadership over: forwarded batches are refused
     /// with "not the leader" (no hint), so their senders retry at the next leader.
     handover: HandoverGate,
+    /// The applied state's registry, for `Identity` answers (none: answers without it).
+    state: Option<StateHandle>,
+}
+
+/// What a node's services share with the node beyond its Raft (see [`serve_node`]).
+#[derive(Debug, Clone, Default)]
+pub struct NodeContext {
+    /// Where membership operations are reported (see [`crate::events`]).
+    pub events: Option<MembershipEvents>,
+    /// Mutual TLS of the cluster port.
+    pub tls: Option<crate::network::TlsConfig>,
+    /// Closed while the node hands its leadership over.
+    pub handover: HandoverGate,
+    /// Active while the node with an empty store has not established its identity.
+    pub quarantine: Quarantine,
+    /// The applied state (registry of incarnations).
+    pub state: Option<StateHandle>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -81,13 +101,33 @@ pub fn services_with_gate(
     events: Option<MembershipEvents>,
     handover: HandoverGate,
 ) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
-    let raft_server = RaftServer::new(RaftService { raft: raft.clone() })
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    node_services(
+        raft,
+        NodeContext {
+            events,
+            handover,
+            ..NodeContext::default()
+        },
+    )
+}
+
+/// Both services of a node over `raft` with everything in `ctx` (TLS is the listener's
+/// business, see [`serve_node`]).
+pub fn node_services(
+    raft: Raft,
+    ctx: NodeContext,
+) -> (RaftServer<RaftService>, ClusterServer<ClusterService>) {
+    let raft_server = RaftServer::new(RaftService {
+        raft: raft.clone(),
+        quarantine: ctx.quarantine,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let cluster_server = ClusterServer::new(ClusterService {
         raft,
-        events,
-        handover,
+        events: ctx.events,
+        handover: ctx.handover,
+        state: ctx.state,
     })
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -133,7 +173,30 @@ pub async fn serve_with_tls(
     handover: HandoverGate,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (raft_server, cluster_server) = services_with_gate(raft, events, handover);
+    serve_node(
+        listener,
+        raft,
+        NodeContext {
+            events,
+            tls,
+            handover,
+            ..NodeContext::default()
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves a node's services with everything in `ctx` on `listener` (over mutual TLS when
+/// `ctx.tls` is set) until `shutdown` completes.
+pub async fn serve_node(
+    listener: tokio::net::TcpListener,
+    raft: Raft,
+    ctx: NodeContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let tls = ctx.tls.clone();
+    let (raft_server, cluster_server) = node_services(raft, ctx);
     let server = tonic::transport::Server::builder()
         .add_service(raft_server)
         .add_service(cluster_server);
@@ -177,12 +240,29 @@ fn cluster_error<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> WireError {
     }
 }
 
+impl RaftService {
+    /// Refuses the request while the node is in quarantine: it must not vote or accept entries
+    /// before it knows it is not a wiped member under its old identity.
+    fn admit(&self) -> Result<(), Status> {
+        if self.quarantine.is_active() {
+            return Err(WireError::Unavailable {
+                reason: "this node started with an empty store and has not established its \
+                         identity with its peers yet (see `kmsctl cluster status`)"
+                    .into(),
+            }
+            .to_status());
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.admit()?;
         let span = crate::trace_ctx::server_span("raft.vote", request.metadata());
         let rpc = VoteRequest::try_from(request.into_inner())?;
         raft_reply(tracing::Instrument::instrument(self.raft.vote(rpc), span).await)
@@ -192,6 +272,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.admit()?;
         let span = crate::trace_ctx::server_span("raft.append_entries", request.metadata());
         let rpc = AppendEntriesRequest::try_from(request.into_inner())?;
         raft_reply(tracing::Instrument::instrument(self.raft.append_entries(rpc), span).await)
@@ -201,6 +282,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.admit()?;
         let span = crate::trace_ctx::server_span("raft.install_snapshot", request.metadata());
         let rpc = InstallSnapshotRequest::try_from(request.into_inner())?;
         raft_reply(tracing::Instrument::instrument(self.raft.install_snapshot(rpc), span).await)
@@ -390,5 +472,124 @@ impl Cluster for ClusterService {
                 }
                 .to_status()
             })
+    }
+
+    async fn identity(
+        &self,
+        request: Request<pb::IdentityRequest>,
+    ) -> Result<Response<pb::IdentityResponse>, Status> {
+        let node_id = pb::identity_from_pb(request.into_inner())?;
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let initialized = membership.nodes().next().is_some();
+        let role = if membership.voter_ids().any(|id| id == node_id) {
+            pb::MemberRoleOf::Voter
+        } else if membership.get_node(&node_id).is_some() {
+            pb::MemberRoleOf::Learner
+        } else {
+            pb::MemberRoleOf::None
+        };
+        let hint = self.leader_hint(metrics.current_leader, None);
+        let answer = pb::IdentityAnswer {
+            initialized,
+            role,
+            registered: self.state.as_ref().and_then(|s| s.registration(node_id)),
+            leader_id: hint.leader_id,
+            leader_addr: hint.leader_addr,
+        };
+        Ok(Response::new(pb::IdentityResponse::from(&answer)))
+    }
+
+    async fn rejoin(
+        &self,
+        request: Request<pb::RejoinRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let peer = request.remote_addr();
+        let ask = pb::Rejoin::try_from(request.into_inner())?;
+        let outcome = self.take_back(&ask).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(node_id = ask.node_id, error = %e, "rejoin of a wiped node not done");
+        } else {
+            tracing::warn!(
+                node_id = ask.node_id,
+                addr = %ask.addr,
+                as_voter = ask.as_voter,
+                "node came back with an empty store: removed and added again as a learner \
+                 under its new incarnation"
+            );
+        }
+        self.report(
+            MembershipChange::Rejoin {
+                node_id: ask.node_id,
+                addr: ask.addr,
+                as_voter: ask.as_voter,
+            },
+            peer,
+            outcome,
+        )
+    }
+
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let registration = pb::register_from_pb(request.into_inner())?;
+        let result = self
+            .raft
+            .client_write(ClusterRequest::register(registration))
+            .await;
+        self.membership_outcome(result)
+            .map(|()| Response::new(pb::Ack {}))
+            .map_err(|e| e.to_status())
+    }
+}
+
+impl ClusterService {
+    /// The leader's part of a rejoin: remove the node (voter or learner), add it again as a
+    /// learner (a fresh replication stream that expects nothing of its old log), then record
+    /// its new incarnation, with `voter_wanted` when it was a voter (the leader's reconcile
+    /// loop promotes it once it has caught up). Each step is idempotent, so the node may ask
+    /// again after a timeout.
+    async fn take_back(&self, ask: &pb::Rejoin) -> Result<(), WireError> {
+        use openraft::ChangeMembers;
+        let (me, membership) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.id, m.membership_config.membership().clone())
+        };
+        if ask.node_id == me {
+            return Err(WireError::Refused {
+                reason: format!("node {me} cannot take itself back"),
+            });
+        }
+        let id = BTreeSet::from([ask.node_id]);
+        if membership.voter_ids().any(|v| v == ask.node_id) {
+            let result = self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(id.clone()), false)
+                .await;
+            self.membership_outcome(result)?;
+        } else if membership.get_node(&ask.node_id).is_some() {
+            let result = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(id), false)
+                .await;
+            self.membership_outcome(result)?;
+        }
+        let result = self
+            .raft
+            .add_learner(ask.node_id, BasicNode::new(ask.addr.clone()), false)
+            .await;
+        self.membership_outcome(result)?;
+        let registration = Registration {
+            node_id: ask.node_id,
+            incarnation: ask.incarnation,
+            voter_wanted: ask.as_voter,
+        };
+        let result = self
+            .raft
+            .client_write(ClusterRequest::register(registration))
+            .await;
+        self.membership_outcome(result)
     }
 }

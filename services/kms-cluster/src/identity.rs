@@ -9,8 +9,19 @@
 //!   new member" from "a member whose disk was wiped" (see `rejoin`).
 //!
 //! The file is one line of JSON, written to a temporary file, fsynced and renamed into place.
+//!
+//! It also owns the rule that keeps a wiped node from costing committed data: a node that
+//! starts with an empty store is in [`Quarantine`] (its `Raft` service refuses votes, entries
+//! and snapshots) until [`decide`] says, from its peers' answers to `Identity`, that it is new
+//! ([`Verdict::Join`]) or that the leader has taken it back under its new incarnation
+//! ([`Verdict::Rejoin`]: removed, re-added as a learner, promoted once caught up). The
+//! replicated registry (`Registration` entries) is how peers tell "new" from "wiped".
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::pb::{IdentityAnswer, MemberRoleOf};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -102,6 +113,93 @@ pub fn load_or_create(
     Ok((id, true))
 }
 
+/// Whether this node may take part in Raft yet: while active, the node's `Raft` service refuses
+/// every vote, append and snapshot request (cheap to clone; all clones share the flag).
+#[derive(Debug, Clone, Default)]
+pub struct Quarantine(Arc<AtomicBool>);
+
+impl Quarantine {
+    /// A quarantine that is active from the start.
+    pub fn active() -> Self {
+        Quarantine(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Whether the node must still refuse Raft requests.
+    pub fn is_active(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Lets the node take part in Raft.
+    pub fn lift(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// What a node with an empty store does next, decided from its peers' answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to protect: a new node, or a new cluster forming. Take part in Raft.
+    Join,
+    /// The cluster knows this node id (it was wiped, or started late): ask the leader at
+    /// `leader_addr` to take it back as a learner; `as_voter`: it was a voter.
+    Rejoin {
+        /// The leader's address.
+        leader_addr: String,
+        /// Whether the node was a voter (the leader promotes it once caught up).
+        as_voter: bool,
+    },
+    /// Not safe to decide yet; ask again later.
+    Wait(String),
+}
+
+/// Decides what node `me` (empty store) does, from the `answers` of the peers it reached
+/// (`peers` is how many it asked).
+///
+/// A peer that lists `me` in its membership and has registered an incarnation of `me` means
+/// `me` took part before and lost its store: the cluster may hold committed entries that `me`
+/// once acknowledged, so it must not vote or accept entries under that identity. With a leader
+/// known it rejoins through the leader; without one it waits. A member that no peer has
+/// registered never took part (a node of a new cluster starting after the others), so it
+/// joins; the only node this misjudges is one wiped within the seconds between its first
+/// entries and its registration (see `docs/design/storage.md`).
+pub fn decide(me: NodeId, peers: usize, answers: &[IdentityAnswer]) -> Verdict {
+    if peers == 0 {
+        return Verdict::Join;
+    }
+    if answers.is_empty() {
+        return Verdict::Wait(format!("none of {peers} peers answered"));
+    }
+    let knows_me: Vec<&IdentityAnswer> = answers
+        .iter()
+        .filter(|a| a.initialized && a.role != MemberRoleOf::None && a.registered.is_some())
+        .collect();
+    if knows_me.is_empty() {
+        return Verdict::Join;
+    }
+    if knows_me.iter().any(|a| a.leader_id == Some(me)) {
+        return Verdict::Wait(
+            "peers still follow this node's previous incarnation as leader; waiting for them \
+             to elect another"
+                .into(),
+        );
+    }
+    let as_voter = knows_me.iter().any(|a| a.role == MemberRoleOf::Voter);
+    match knows_me
+        .iter()
+        .find(|a| a.leader_id.is_some() && !a.leader_addr.is_empty())
+    {
+        Some(leader) => Verdict::Rejoin {
+            leader_addr: leader.leader_addr.clone(),
+            as_voter,
+        },
+        None => Verdict::Wait(format!(
+            "the cluster knows node {me} under an earlier incarnation (its data directory was \
+             wiped or replaced) and no leader is known to take it back; waiting for a quorum \
+             of its peers"
+        )),
+    }
+}
+
 fn write(data_dir: &Path, id: &Identity) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(data_dir)?;
@@ -142,6 +240,79 @@ mod tests {
             text.contains("belongs to node 3") && text.contains("node 2"),
             "{text}"
         );
+    }
+
+    fn answer(
+        initialized: bool,
+        role: MemberRoleOf,
+        registered: bool,
+        leader: Option<NodeId>,
+    ) -> IdentityAnswer {
+        IdentityAnswer {
+            initialized,
+            role,
+            registered: registered.then_some(crate::Registration {
+                node_id: 2,
+                incarnation: Uuid::from_u128(1),
+                voter_wanted: false,
+            }),
+            leader_id: leader,
+            leader_addr: leader
+                .map(|l| format!("10.0.0.{l}:7000"))
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_node_without_peers_or_unknown_to_them_joins() {
+        assert_eq!(decide(2, 0, &[]), Verdict::Join);
+        let fresh = answer(false, MemberRoleOf::None, false, None);
+        assert_eq!(decide(2, 2, std::slice::from_ref(&fresh)), Verdict::Join);
+        let other_cluster = answer(true, MemberRoleOf::None, true, Some(1));
+        assert_eq!(decide(2, 2, &[other_cluster, fresh]), Verdict::Join);
+    }
+
+    #[test]
+    fn nobody_answering_means_wait() {
+        assert!(matches!(decide(2, 2, &[]), Verdict::Wait(_)));
+    }
+
+    #[test]
+    fn a_known_voter_rejoins_through_the_leader_even_if_another_peer_is_fresh() {
+        let fresh = answer(false, MemberRoleOf::None, false, None);
+        let knows = answer(true, MemberRoleOf::Voter, true, Some(3));
+        assert_eq!(
+            decide(2, 2, &[fresh, knows]),
+            Verdict::Rejoin {
+                leader_addr: "10.0.0.3:7000".into(),
+                as_voter: true
+            }
+        );
+        let learner = answer(true, MemberRoleOf::Learner, true, Some(1));
+        assert_eq!(
+            decide(2, 2, &[learner]),
+            Verdict::Rejoin {
+                leader_addr: "10.0.0.1:7000".into(),
+                as_voter: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_registered_member_without_a_leader_waits_an_unregistered_one_joins() {
+        let registered = answer(true, MemberRoleOf::Voter, true, None);
+        assert!(matches!(decide(2, 2, &[registered]), Verdict::Wait(r) if r.contains("wiped")));
+        let forming = answer(true, MemberRoleOf::Voter, false, None);
+        assert_eq!(decide(2, 2, &[forming]), Verdict::Join);
+        // A late node of a new cluster: a member with a leader, never registered.
+        let late = answer(true, MemberRoleOf::Voter, false, Some(1));
+        assert_eq!(decide(2, 2, &[late]), Verdict::Join);
+    }
+
+    #[test]
+    fn peers_that_still_follow_the_old_self_make_it_wait() {
+        let stale = answer(true, MemberRoleOf::Voter, true, Some(2));
+        assert!(matches!(decide(2, 2, &[stale]), Verdict::Wait(_)));
     }
 
     #[test]

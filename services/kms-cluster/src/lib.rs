@@ -53,7 +53,7 @@ pub use store::{
     open_stores, FileSnapshotBuilder, LogStore, SnapshotFiles, StateHandle, StateMachine, Wal,
     WalError, WalOptions, LOG_DIR, SNAPSHOT_DIR,
 };
-pub use types::{ClusterRequest, ClusterResponse};
+pub use types::{ClusterRequest, ClusterResponse, Registration};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of the KMS cluster: u64 node ids, [`openraft::BasicNode`]

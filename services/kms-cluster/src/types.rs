@@ -7,6 +7,21 @@
 
 use kms_state::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::NodeId;
+
+/// A node's entry in the replicated registry of incarnations (see [`crate::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The node.
+    pub node_id: NodeId,
+    /// The incarnation of its data directory.
+    pub incarnation: Uuid,
+    /// The leader promotes the node to voter once it has caught up (a wiped voter that
+    /// rejoined as a learner).
+    pub voter_wanted: bool,
+}
 
 /// The payload of one normal Raft log entry: commands applied in order, atomically with respect
 /// to readers of the state machine.
@@ -17,27 +32,39 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterRequest {
     /// The batch, in proposal order.
     pub commands: Vec<Command>,
+    /// A registry update carried by this entry (applied after the commands).
+    #[serde(default)]
+    pub register: Option<Registration>,
 }
 
 impl ClusterRequest {
     /// A request carrying `commands` in this order.
     pub fn new(commands: Vec<Command>) -> Self {
-        ClusterRequest { commands }
+        ClusterRequest {
+            commands,
+            register: None,
+        }
+    }
+
+    /// A request that only records `registration`.
+    pub fn register(registration: Registration) -> Self {
+        ClusterRequest {
+            commands: Vec::new(),
+            register: Some(registration),
+        }
     }
 }
 
 impl From<Command> for ClusterRequest {
     /// A batch of one.
     fn from(command: Command) -> Self {
-        ClusterRequest {
-            commands: vec![command],
-        }
+        ClusterRequest::new(vec![command])
     }
 }
 
 impl From<Vec<Command>> for ClusterRequest {
     fn from(commands: Vec<Command>) -> Self {
-        ClusterRequest { commands }
+        ClusterRequest::new(commands)
     }
 }
 

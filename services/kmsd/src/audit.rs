@@ -109,9 +109,16 @@ pub fn membership_record(e: &MembershipEvent) -> (&'static str, Value) {
             let (added, removed) = e.change.voter_diff();
             json!({ "voters_before": before, "voters_after": after, "added": added, "removed": removed })
         }
+        MembershipChange::Rejoin {
+            node_id,
+            addr,
+            as_voter,
+        } => json!({ "node_id": node_id, "addr": addr, "as_voter": as_voter }),
     };
     let event = match (&e.origin, &e.change) {
         (Origin::Bootstrap, _) => "cluster.bootstrap",
+        (Origin::Rejoin, _) => "cluster.rejoin_promote",
+        (Origin::Rpc { .. }, MembershipChange::Rejoin { .. }) => "cluster.rejoin",
         (Origin::Rpc { .. }, MembershipChange::Initialize { .. }) => "cluster.init",
         (Origin::Rpc { .. }, MembershipChange::AddLearner { .. }) => "cluster.add_learner",
         (Origin::Rpc { .. }, c @ MembershipChange::ChangeVoters { .. }) => match c.voter_diff() {

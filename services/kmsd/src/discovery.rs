@@ -352,6 +352,22 @@ pub async fn run(
 /// One discovery round.
 async fn round(node: &ClusterNode, source: &KubeSource, advertise: &str, audit: &Audit) {
     let me = node.node_id();
+    if node.in_quarantine() {
+        // An empty store: the node asks these peers whether they know an earlier incarnation
+        // of it before it takes part in Raft (kms-cluster's identity check).
+        match source.endpoints().await {
+            Ok(d) => node.note_peers(
+                d.into_iter()
+                    .filter(|(id, _)| *id != me)
+                    .map(|(_, addr)| addr)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "kubernetes discovery: cannot list EndpointSlices")
+            }
+        }
+        return;
+    }
     let m = node.metrics();
     if me == 1
         && m.membership_config

@@ -240,4 +240,33 @@ impl ClusterClient {
             .await?;
         Ok(())
     }
+
+    /// How this node sees node `node_id`: membership, registered incarnation, leader.
+    pub async fn identity(&self, node_id: NodeId) -> Result<pb::IdentityAnswer, NetError> {
+        let reply = self
+            .client()?
+            .identity(pb::identity_request(node_id))
+            .await?
+            .into_inner();
+        pb::IdentityAnswer::try_from(reply).map_err(|source| NetError::Decode {
+            what: "identity response",
+            source,
+        })
+    }
+
+    /// Asks this node, the leader, to take a wiped node back under its new incarnation
+    /// ([`NetError::NotLeader`] otherwise).
+    pub async fn rejoin(&self, ask: &pb::Rejoin) -> Result<(), NetError> {
+        self.client()?.rejoin(pb::RejoinRequest::from(ask)).await?;
+        Ok(())
+    }
+
+    /// Records `registration` through this node, the leader ([`NetError::NotLeader`]
+    /// otherwise).
+    pub async fn register(&self, registration: &crate::Registration) -> Result<(), NetError> {
+        self.client()?
+            .register(pb::register_request(registration))
+            .await?;
+        Ok(())
+    }
 }

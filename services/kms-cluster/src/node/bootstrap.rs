@@ -19,6 +19,14 @@ impl ClusterNode {
             if *stop.borrow() {
                 return;
             }
+            if self.quarantine.is_active() {
+                // Not before the node knows it is not a wiped member (see `rejoin`).
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
             match self.raft.is_initialized().await {
                 Ok(true) => return,
                 Ok(false) => {}
@@ -89,6 +97,9 @@ impl ClusterNode {
         advertise: &str,
         peers: &[String],
     ) -> Result<bool, String> {
+        if self.quarantine.is_active() {
+            return Ok(false);
+        }
         if self
             .raft
             .is_initialized()

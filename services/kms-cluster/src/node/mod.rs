@@ -20,6 +20,7 @@ mod disk;
 mod forward;
 mod local;
 mod quorum;
+mod rejoin;
 mod status;
 
 pub use config::{Bootstrap, NodeConfig, QuorumLoss};
@@ -76,6 +77,9 @@ pub enum StartError {
     /// This node is not in its own peer list.
     #[error("node {0} is not in --peers")]
     NotInPeers(NodeId),
+    /// The data directory's identity file refuses this node (another node id) or is damaged.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Why a command could not be committed.
@@ -108,6 +112,12 @@ pub struct ClusterNode {
     handover: HandoverGate,
     /// serve-local: the applied state (at this log id) with the outbox applied on top.
     local_view: tokio::sync::Mutex<Option<(Option<crate::LogId>, HostState)>>,
+    /// Who this data directory belongs to (node id, incarnation).
+    identity: crate::identity::Identity,
+    /// Active while a node that started with an empty store has not established its identity.
+    quarantine: crate::identity::Quarantine,
+    /// Peer addresses reported by an external discovery (see `rejoin`).
+    noted_peers: Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -127,14 +137,27 @@ impl ClusterNode {
         }
         let dir = config.data_dir.clone();
         let wal = config.wal;
-        let (log_store, sm, outbox) = tokio::task::spawn_blocking(move || {
+        let node_id = config.node_id;
+        let (log_store, sm, outbox, identity, fresh) = tokio::task::spawn_blocking(move || {
             refuse_old_format(&dir)?;
             let (log, sm) = open_stores(&dir, wal)?;
             let outbox = Outbox::open(&dir).map_err(|e| StartError::Raft(e.to_string()))?;
-            Ok::<_, StartError>((log, sm, outbox))
+            let store_empty = log.wal().pointers().vote.is_none()
+                && log.wal().last_log_id().is_none()
+                && sm.handle().last_applied().is_none();
+            let (identity, fresh) =
+                crate::identity::load_or_create(&dir, node_id, store_empty, now_ms())?;
+            Ok::<_, StartError>((log, sm, outbox, identity, fresh))
         })
         .await
         .map_err(|e| StartError::Raft(e.to_string()))??;
+        // A node with an empty store must not vote or accept entries before it knows that
+        // the cluster does not hold an earlier incarnation of it (see `rejoin`).
+        let quarantine = if fresh {
+            crate::identity::Quarantine::active()
+        } else {
+            crate::identity::Quarantine::default()
+        };
         let state = sm.handle();
         let raft_config = openraft::Config {
             cluster_name: "kms-cluster".into(),
@@ -169,24 +192,19 @@ impl ClusterNode {
         let (stop, stop_rx) = watch::channel(false);
         let mut grpc_stop = stop_rx.clone();
         let grpc_raft = raft.clone();
-        let grpc_events = config.membership_events.clone();
-        let grpc_tls = config.tls.clone();
         let gate = HandoverGate::default();
-        let grpc_gate = gate.clone();
+        let ctx = grpc::NodeContext {
+            events: config.membership_events.clone(),
+            tls: config.tls.clone(),
+            handover: gate.clone(),
+            quarantine: quarantine.clone(),
+            state: Some(state.clone()),
+        };
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = grpc_stop.changed().await;
             };
-            if let Err(e) = grpc::serve_with_tls(
-                listener,
-                grpc_raft,
-                grpc_events,
-                grpc_tls,
-                grpc_gate,
-                shutdown,
-            )
-            .await
-            {
+            if let Err(e) = grpc::serve_node(listener, grpc_raft, ctx, shutdown).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
@@ -205,10 +223,19 @@ impl ClusterNode {
             last_quorum_ms: AtomicU64::new(now_ms()),
             handover: gate,
             local_view: tokio::sync::Mutex::new(None),
+            identity,
+            quarantine,
+            noted_peers: Mutex::new(None),
         });
         tokio::spawn(node.clone().batcher(rx));
         tokio::spawn(node.clone().replayer(node.stop.subscribe()));
         tokio::spawn(node.clone().quorum_watch(node.stop.subscribe()));
+        if node.quarantine.is_active() {
+            tokio::spawn(node.clone().establish_identity(node.stop.subscribe()));
+        } else {
+            tokio::spawn(node.clone().register_incarnation(node.stop.subscribe()));
+        }
+        tokio::spawn(node.clone().promote_rejoined(node.stop.subscribe()));
         tokio::spawn(node.clone().bootstrap(stop_rx));
         Ok(node)
     }

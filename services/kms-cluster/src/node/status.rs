@@ -63,6 +63,8 @@ impl ClusterNode {
                 QuorumLoss::ServeLocal => "serve-local".into(),
                 QuorumLoss::FailClosed => "fail-closed".into(),
             },
+            incarnation: self.incarnation().to_string(),
+            quarantined: self.in_quarantine(),
         }
     }
 }

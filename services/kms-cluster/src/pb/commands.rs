@@ -38,7 +38,7 @@ pub(super) fn commands_from_pb(commands: Vec<pb::Command>) -> Result<Vec<Command
     commands.into_iter().map(Command::try_from).collect()
 }
 
-fn uuid_from_pb(bytes: &[u8], field: &'static str) -> Result<Uuid, PbError> {
+pub(super) fn uuid_from_pb(bytes: &[u8], field: &'static str) -> Result<Uuid, PbError> {
     <[u8; 16]>::try_from(bytes)
         .map(Uuid::from_bytes)
         .map_err(|_| PbError::Length {
@@ -48,7 +48,7 @@ fn uuid_from_pb(bytes: &[u8], field: &'static str) -> Result<Uuid, PbError> {
         })
 }
 
-fn uuid_to_pb(uuid: &Uuid) -> Vec<u8> {
+pub(super) fn uuid_to_pb(uuid: &Uuid) -> Vec<u8> {
     uuid.as_bytes().to_vec()
 }
 

@@ -26,6 +26,7 @@
 mod cluster;
 mod commands;
 mod error;
+mod identity;
 mod membership;
 mod raft;
 mod status;
@@ -38,6 +39,10 @@ pub use commands::{decode_commands, encode_commands, forward_commands, forward_r
 pub use error::{
     fatal_of, raft_error_from_wire, raft_error_to_wire, FatalCause, PbError, WireApiError,
     WireError,
+};
+pub use identity::{
+    identity_from_pb, identity_request, register_from_pb, register_request, IdentityAnswer,
+    MemberRoleOf, Rejoin,
 };
 pub use raft::{decode_entry, encode_entry};
 

@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::generated as pb;
 use super::{check_schema_version, required, PbError, SCHEMA_VERSION};
-use crate::{ClusterRequest, Entry, LogId, NodeId, TypeConfig, Vote};
+use crate::{ClusterRequest, Entry, LogId, NodeId, Registration, TypeConfig, Vote};
 
 /// The bytes of one log entry as the log store keeps them: a `LogEntry` message with the
 /// current [`SCHEMA_VERSION`].
@@ -87,6 +87,7 @@ impl From<&Entry> for pb::LogEntry {
             EntryPayload::Blank => Payload::Blank(pb::Blank {}),
             EntryPayload::Normal(request) => Payload::Normal(pb::CommandBatch {
                 commands: request.commands.iter().map(pb::Command::from).collect(),
+                register: request.register.as_ref().map(pb::Registration::from),
             }),
             EntryPayload::Membership(membership) => {
                 Payload::Membership(pb::Membership::from(membership))
@@ -109,9 +110,10 @@ impl TryFrom<pb::LogEntry> for Entry {
         let log_id = required(entry.log_id, "LogEntry.log_id")?.into();
         let payload = match required(entry.payload, "LogEntry.payload")? {
             Payload::Blank(pb::Blank {}) => EntryPayload::Blank,
-            Payload::Normal(batch) => EntryPayload::Normal(ClusterRequest::new(
-                super::commands::commands_from_pb(batch.commands)?,
-            )),
+            Payload::Normal(batch) => EntryPayload::Normal(ClusterRequest {
+                commands: super::commands::commands_from_pb(batch.commands)?,
+                register: batch.register.map(Registration::try_from).transpose()?,
+            }),
             Payload::Membership(m) => EntryPayload::Membership(m.try_into()?),
         };
         Ok(Entry { log_id, payload })

@@ -25,6 +25,27 @@ pub fn put_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Reads one whole frame of kind `kind` from a stream and returns its payload; `what` names
+/// the record in the error ("meta", "registry").
+pub fn read_frame(r: &mut impl std::io::Read, kind: u8, what: &str) -> Result<Vec<u8>, String> {
+    let mut header = [0u8; FRAME_HEADER];
+    r.read_exact(&mut header)
+        .map_err(|e| format!("no {what}: {e}"))?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(format!("impossible {what} length {len}"));
+    }
+    let mut frame = header.to_vec();
+    frame.resize(FRAME_HEADER + len, 0);
+    r.read_exact(&mut frame[FRAME_HEADER..])
+        .map_err(|e| format!("{what} cut short: {e}"))?;
+    let (found, payload, _) = check_frame(&frame).map_err(|d| format!("{what}: {d}"))?;
+    if found != kind {
+        return Err(format!("record is kind {found}, not the {what}"));
+    }
+    Ok(payload.to_vec())
+}
+
 /// One frame found by a [`FrameReader`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {

@@ -4,15 +4,17 @@
 //! applied in order with [`HostState::apply`]; no clock is read here, the time is inside each
 //! command), the read handle ([`StateHandle`]) the rest of the node uses, and snapshots.
 //!
-//! The state lives in memory only; what is persisted is the current snapshot, in the
-//! `raft_snapshot` tree (`meta`: [`SnapshotMeta`] as JSON, `data`: the snapshot bytes, written
-//! in one atomic batch and fsynced). On open the state machine starts from that snapshot and
-//! openraft re-applies the committed log entries after it. Snapshot data is the JSON of
-//! `{ state, last_applied, last_membership }`: deterministic bytes, because [`HostState`] holds
-//! only ordered collections.
+//! Beside the host state it keeps the registry of node incarnations (see [`crate::identity`]),
+//! updated by entries that carry a [`Registration`].
+//!
+//! The state lives in memory only; what is persisted is the current snapshot file (see
+//! `store::snapshot`: magic, meta, then the body written here: a registry frame and the host
+//! state in kms-state's streaming format). On open the state machine starts from that snapshot
+//! and openraft re-applies the committed log entries after it.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -22,12 +24,13 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use tokio::io::AsyncWriteExt;
 
+use super::frame::{put_frame, read_frame};
 use super::snapshot::{read_head, Replace, SnapshotFiles};
 use super::{blocking, to_storage_error};
 use crate::error::ClusterError;
 use crate::{
-    ClusterResponse, Entry, EntryPayload, LogId, Snapshot, SnapshotData, SnapshotMeta,
-    StorageError, StoredMembership, TypeConfig,
+    ClusterResponse, Entry, EntryPayload, LogId, NodeId, Registration, Snapshot, SnapshotData,
+    SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 /// Everything the state machine holds; also the content of a snapshot.
@@ -39,6 +42,8 @@ struct AppliedState {
     last_applied: Option<LogId>,
     /// The last membership entry applied, with its log id.
     last_membership: StoredMembership,
+    /// The registry of node incarnations (see [`crate::identity`]).
+    registry: BTreeMap<NodeId, Registration>,
 }
 
 impl AppliedState {
@@ -110,21 +115,70 @@ impl StateHandle {
     pub fn last_membership(&self) -> StoredMembership {
         self.lock_read().last_membership.clone()
     }
+
+    /// Node `node_id`'s entry in the replicated registry of incarnations.
+    pub fn registration(&self, node_id: NodeId) -> Option<Registration> {
+        self.lock_read().registry.get(&node_id).copied()
+    }
+
+    /// The whole registry of incarnations.
+    pub fn registry(&self) -> BTreeMap<NodeId, Registration> {
+        self.lock_read().registry.clone()
+    }
 }
 
-/// Writes the state body of a snapshot file: the host state in kms-state's streaming snapshot
-/// format (records, CRCs and an end marker of its own), never buffered whole.
-fn write_body(w: &mut dyn Write, state: &HostState) -> Result<(), ClusterError> {
+/// Frame kind of the registry record at the start of a snapshot body.
+const KIND_REGISTRY: u8 = 2;
+
+/// Writes the body of a snapshot file: one frame with the registry of incarnations (typed
+/// protobuf `Registry`), then the host state in kms-state's streaming snapshot format
+/// (records, CRCs and an end marker of its own), never buffered whole.
+fn write_body(
+    w: &mut dyn Write,
+    registry: &BTreeMap<NodeId, Registration>,
+    state: &HostState,
+) -> Result<(), ClusterError> {
+    use prost::Message;
+    let record = crate::pb::Registry {
+        nodes: registry
+            .values()
+            .map(crate::pb::Registration::from)
+            .collect(),
+    };
+    let mut frame = Vec::new();
+    put_frame(&mut frame, KIND_REGISTRY, &record.encode_to_vec());
+    w.write_all(&frame).map_err(ClusterError::Io)?;
     state.write_snapshot(w)?;
     Ok(())
 }
 
-/// Reads the state body written by [`write_body`].
-fn read_body(r: impl Read, path: &Path) -> Result<HostState, ClusterError> {
-    HostState::read_snapshot(r).map_err(|e| ClusterError::BadSnapshot {
+/// Reads the body written by [`write_body`]. A body that starts with the state itself (files
+/// written before the registry existed) has an empty registry.
+fn read_body(
+    mut r: impl BufRead,
+    path: &Path,
+) -> Result<(BTreeMap<NodeId, Registration>, HostState), ClusterError> {
+    let bad = |reason: String| ClusterError::BadSnapshot {
         path: path.to_owned(),
-        reason: format!("state: {e}"),
-    })
+        reason,
+    };
+    let mut registry = BTreeMap::new();
+    let starts_with_state = r
+        .fill_buf()
+        .map_err(|e| bad(format!("body: {e}")))?
+        .starts_with(&kms_state::SNAPSHOT_MAGIC);
+    if !starts_with_state {
+        let payload = read_frame(&mut r, KIND_REGISTRY, "registry").map_err(bad)?;
+        use prost::Message;
+        let raw = crate::pb::Registry::decode(payload.as_slice())
+            .map_err(|e| bad(format!("registry does not decode: {e}")))?;
+        for node in raw.nodes {
+            let reg = Registration::try_from(node).map_err(|e| bad(format!("registry: {e}")))?;
+            registry.insert(reg.node_id, reg);
+        }
+    }
+    let state = HostState::read_snapshot(r).map_err(|e| bad(format!("state: {e}")))?;
+    Ok((registry, state))
 }
 
 /// Loads the current snapshot of `files`, if any, as the state machine's starting point.
@@ -132,11 +186,12 @@ fn load_current(files: &SnapshotFiles) -> Result<Option<AppliedState>, ClusterEr
     let Some((meta, r)) = files.open_current()? else {
         return Ok(None);
     };
-    let state = read_body(r, &files.current_path())?;
+    let (registry, state) = read_body(r, &files.current_path())?;
     Ok(Some(AppliedState {
         state,
         last_applied: meta.last_log_id,
         last_membership: meta.last_membership,
+        registry,
     }))
 }
 
@@ -233,7 +288,7 @@ impl RaftSnapshotBuilder<TypeConfig> for FileSnapshotBuilder {
                 last_membership: copy.last_membership.clone(),
                 snapshot_id: snapshot_id(copy.last_applied, seq),
             };
-            let temp = files.write_temp(&meta, |w| write_body(w, &copy.state))?;
+            let temp = files.write_temp(&meta, |w| write_body(w, &copy.registry, &copy.state))?;
             let reader = std::fs::File::open(&temp).map_err(|source| ClusterError::File {
                 path: temp.clone(),
                 source,
@@ -273,13 +328,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => ClusterResponse::default(),
-                EntryPayload::Normal(request) => ClusterResponse {
-                    results: request
+                EntryPayload::Normal(request) => {
+                    let results = request
                         .commands
                         .iter()
                         .map(|command| applied.state.apply(command))
-                        .collect(),
-                },
+                        .collect();
+                    if let Some(reg) = request.register {
+                        applied.registry.insert(reg.node_id, reg);
+                    }
+                    ClusterResponse { results }
+                }
                 EntryPayload::Membership(membership) => {
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     ClusterResponse::default()
@@ -390,10 +449,12 @@ fn install_file(
         .unwrap_or_else(|| PathBuf::from("<received snapshot>"));
     file.sync_all().map_err(ClusterError::Io)?;
     let (file_meta, r) = read_head(file, &path)?;
+    let (registry, state) = read_body(r, &path)?;
     let applied = AppliedState {
-        state: read_body(r, &path)?,
+        state,
         last_applied: file_meta.last_log_id,
         last_membership: file_meta.last_membership.clone(),
+        registry,
     };
     applied.check_meta(meta)?;
     match received {
@@ -401,7 +462,8 @@ fn install_file(
             files.make_current(&p, meta, Replace::Always)?;
         }
         None => {
-            let temp = files.write_temp(meta, |w| write_body(w, &applied.state))?;
+            let temp =
+                files.write_temp(meta, |w| write_body(w, &applied.registry, &applied.state))?;
             files.make_current(&temp, meta, Replace::Always)?;
         }
     }
@@ -644,6 +706,42 @@ mod tests {
             (meta.last_log_id, meta.last_membership.clone())
         );
         assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, meta);
+    }
+
+    #[tokio::test]
+    async fn the_registry_is_applied_snapshotted_and_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = crate::Registration {
+            node_id: 3,
+            incarnation: Uuid::from_u128(77),
+            voter_wanted: true,
+        };
+        let mut entries = history();
+        let next = entries.last().unwrap().log_id.index + 1;
+        entries.push(Entry {
+            log_id: log_id(2, next),
+            payload: EntryPayload::Normal(crate::ClusterRequest::register(reg)),
+        });
+        let snap = {
+            let mut sm = StateMachine::open(dir.path()).unwrap();
+            sm.apply(entries).await.unwrap();
+            assert_eq!(sm.handle().registration(3), Some(reg));
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap()
+        };
+        // Reopened from its snapshot file, and installed on another node from the bytes.
+        let reopened = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(reopened.handle().registration(3), Some(reg));
+        let meta = snap.meta.clone();
+        let bytes = bytes_of(snap).await;
+        let (_d, _db, mut other) = open_sm();
+        let mut recv = other.begin_receiving_snapshot().await.unwrap();
+        recv.write_all(&bytes).await.unwrap();
+        other.install_snapshot(&meta, recv).await.unwrap();
+        assert_eq!(other.handle().registry(), BTreeMap::from([(3, reg)]));
     }
 
     #[tokio::test]

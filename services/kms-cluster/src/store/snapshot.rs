@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::frame::{check_frame, put_frame, FRAME_HEADER, MAX_FRAME};
+use super::frame::{put_frame, read_frame};
 use super::wal::segment_sync_dir;
 use crate::error::ClusterError;
 use crate::SnapshotMeta;
@@ -175,24 +175,10 @@ pub fn read_head(
     if &magic != MAGIC {
         return Err(bad("not a kms-cluster snapshot (bad magic)".into()));
     }
-    let mut header = [0u8; FRAME_HEADER];
-    r.read_exact(&mut header)
-        .map_err(|e| bad(format!("no meta: {e}")))?;
-    let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
-    if len == 0 || len > MAX_FRAME {
-        return Err(bad(format!("impossible meta length {len}")));
-    }
-    let mut frame = header.to_vec();
-    frame.resize(FRAME_HEADER + len, 0);
-    r.read_exact(&mut frame[FRAME_HEADER..])
-        .map_err(|e| bad(format!("meta cut short: {e}")))?;
-    let (kind, payload, _) = check_frame(&frame).map_err(|d| bad(format!("meta: {d}")))?;
-    if kind != KIND_META {
-        return Err(bad(format!("first record is kind {kind}, not the meta")));
-    }
+    let payload = read_frame(&mut r, KIND_META, "meta").map_err(bad)?;
     let meta = {
         use prost::Message;
-        let raw = crate::pb::SnapshotMeta::decode(payload)
+        let raw = crate::pb::SnapshotMeta::decode(payload.as_slice())
             .map_err(|e| bad(format!("meta does not decode: {e}")))?;
         SnapshotMeta::try_from(raw).map_err(|e| bad(format!("meta: {e}")))?
     };

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a local 3-node kms-cluster on loopback: node i serves KMS on 127.0.0.i:1688,
-# its admin API on 127.0.0.i:9688 and Raft/gRPC on 127.0.0.i:9689, with its sled data in
+# its admin API on 127.0.0.i:9688 and Raft/gRPC on 127.0.0.i:9689, with its data in
 # ./data/cluster/node<i>. The nodes form the cluster by themselves from --peers.
 # Ctrl-C stops all three (gracefully).
 set -euo pipefail

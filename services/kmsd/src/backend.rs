@@ -1,6 +1,6 @@
 //! The state backend kmsd talks to: a Raft cluster member ([`ClusterNode`]). A single
-//! node is a one-member cluster, so the same path (batched log entries, snapshots in
-//! sled) serves both deployments.
+//! node is a one-member cluster, so the same path (batched log entries, snapshot files)
+//! serves both deployments.
 
 use kms_cluster::node::{ClusterNode, SubmitError};
 use kms_state::{Command, CommandResult, HostState};

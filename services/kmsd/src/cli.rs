@@ -28,7 +28,7 @@ pub struct Args {
     /// Audit log file (JSON lines); default: audit events go to the log.
     #[arg(long, env = "KMSD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
-    /// sled data directory.
+    /// Data directory (Raft log, snapshots, outbox, identity).
     #[arg(long, env = "KMSD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Licensed product groups: `all` or a comma-separated list.
@@ -153,7 +153,7 @@ pub struct Args {
     /// Quorum-loss mode: serve-local or fail-closed.
     #[arg(long, env = "KMSD_QUORUM_LOSS")]
     pub quorum_loss: Option<String>,
-    /// sled page cache, MiB.
+    /// Cache of decoded Raft log entries, MiB.
     #[arg(long, env = "KMSD_CACHE_MIB")]
     pub cache_mib: Option<u64>,
     /// Tokio worker threads (0 = one per core).

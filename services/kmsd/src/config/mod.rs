@@ -2,7 +2,7 @@
 //! variables and command-line flags, in rising precedence.
 //!
 //! Every key of the file has a flag and an environment variable (see [`crate::cli`]);
-//! the defaults run a single node with sled in `./data` and no file at all.
+//! the defaults run a single node with its state in `./data` and no file at all.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -73,7 +73,7 @@ pub struct Config {
     /// appended as JSON lines; none (default): audit events go to the log (target
     /// `kmsd::audit`).
     pub audit_log: Option<PathBuf>,
-    /// Directory of the sled database. Default `./data`.
+    /// Data directory (Raft log segments, snapshots, outbox, identity). Default `./data`.
     pub data_dir: PathBuf,
     /// Product groups this host holds host keys for: `all` or a comma-separated list of
     /// group names and aliases (`windows`, `windows-client`, `windows-server`, `office`).
@@ -169,7 +169,7 @@ pub struct Config {
     /// state, keep the request in a durable outbox, replay it later; default) or
     /// `fail-closed` (close the connection; the client tries another SRV target).
     pub quorum_loss: String,
-    /// sled page cache, MiB. Default 4 (the state itself lives in memory).
+    /// Cache of decoded Raft log entries, MiB. Default 4 (the state itself lives in memory).
     pub cache_mib: u64,
     /// Tokio worker threads; 0 = one per core. Default 1: one thread answers thousands of
     /// activations per second, and fewer cross-thread wake-ups keep latency low on

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The step-6 performance figures (docs/benchmarks.md, "Step 6: process-level figures"), on
+# release builds over loopback: kmsd pinned to core 0, the load (kmsctl bench, tcp_baseline)
+# to core 1 where the machine has two cores. Prints every command and its output.
+#
+#   cargo build --release -p kmsd -p kmsctl --example tcp_baseline
+#   scripts/bench-step6.sh [single|cluster|million|all]
+#
+# Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
+# the processes it started. MILLION (default 1000000) sets the size of the big run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+BIN=target/release
+DIR="${BENCH_DIR:-$(mktemp -d /tmp/kms-bench.XXXXXX)}"
+MILLION="${MILLION:-1000000}"
+SERVER_CPU="${SERVER_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+say() { printf '\n$ %s\n' "$*"; }
+run() { say "$*"; "$@"; }
+field() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+cpu_ms() { awk '{printf "%d", ($14+$15)*1000/'"$(getconf CLK_TCK)"'}' "/proc/$1/stat"; }
+ctx() { echo $(( $(field "$1" voluntary_ctxt_switches) + $(field "$1" nonvoluntary_ctxt_switches) )); }
+wait_ready() {
+    local url=$1 t0
+    t0=$(date +%s%N)
+    until curl -fs "$url/readyz" >/dev/null 2>&1; do sleep 0.01; done
+    echo $(( ($(date +%s%N) - t0) / 1000000 ))
+}
+# start_node NAME IP EXTRA...: a kmsd on IP (ports 1688/9688/9689), data in $DIR/NAME.
+start_node() {
+    local name=$1 ip=$2
+    shift 2
+    taskset -c "$SERVER_CPU" "$BIN/kmsd" --listen "$ip:1688" --admin-listen "$ip:9688" \
+        --cluster-listen "$ip:9689" --data-dir "$DIR/$name" --log-level warn "$@" \
+        2>>"$DIR/$name.log" &
+    pids+=("$!")
+    echo "$!"
+}
+bench() { taskset -c "$LOAD_CPU" "$BIN/kmsctl" bench --protocol 6 "$@"; }
+# measured PID LABEL -- bench args: one bench run with the server's CPU and context switches.
+measured() {
+    local pid=$1 label=$2
+    shift 3
+    local c0 x0 out n c1 x1
+    c0=$(cpu_ms "$pid"); x0=$(ctx "$pid")
+    say "kmsctl bench --protocol 6 $*"
+    out=$(bench --json "$@")
+    bench_text "$out"
+    c1=$(cpu_ms "$pid"); x1=$(ctx "$pid")
+    n=$(jq -r '.succeeded' <<<"$out")
+    printf '%s: kmsd CPU %d ms for %d activations = %.1f ms per 1,000; %d context switches = %.2f per activation\n' \
+        "$label" $((c1 - c0)) "$n" "$(echo "($c1-$c0)*1000/$n" | bc -l)" $((x1 - x0)) "$(echo "($x1-$x0)/$n" | bc -l)"
+    LAST_RATE=$(jq -r '.activations_per_s' <<<"$out")
+}
+bench_text() {
+    jq -r '"requests \(.requests) (\(.succeeded) ok, \(.failed) failed) at concurrency \(.concurrency); \(.elapsed_s * 1000 | round / 1000) s; \(.activations_per_s | round)/s; latency ms p50 \(.latency_ms.p50 * 1000 | round / 1000) p90 \(.latency_ms.p90 * 1000 | round / 1000) p99 \(.latency_ms.p99 * 1000 | round / 1000) max \(.latency_ms.max * 1000 | round / 1000); longest gap \(.longest_gap_ms * 10 | round / 10) ms; errors \(.errors | tojson)"' <<<"$1"
+}
+baseline() {
+    say "taskset -c $SERVER_CPU,$LOAD_CPU $BIN/examples/tcp_baseline 20000 64"
+    local out
+    out=$(taskset -c "$SERVER_CPU,$LOAD_CPU" "$BIN/examples/tcp_baseline" 20000 64)
+    echo "$out"
+    BASELINE=$(sed -E 's/.*= ([0-9.]+) exchanges.*/\1/' <<<"$out")
+}
+mem() { echo "$1: VmRSS $(field "$2" VmRSS) kB, VmHWM $(field "$2" VmHWM) kB, data dir $(du -sh "$DIR/$3" | cut -f1)"; }
+
+single() {
+    echo "== single node =="
+    baseline
+    local pid
+    pid=$(start_node single 127.0.0.1)
+    wait_ready http://127.0.0.1:9688 >/dev/null
+    bench --count 2000 --concurrency 16 >/dev/null # warm-up
+    measured "$pid" "c=64" -- --count 20000 --concurrency 64
+    printf 'c=64 vs tcp_baseline: %.0f%%\n' "$(echo "$LAST_RATE*100/$BASELINE" | bc -l)"
+    measured "$pid" "c=1" -- --count 3000 --concurrency 1
+    baseline
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+cluster() {
+    echo "== three nodes =="
+    baseline
+    local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" p1 p2 p3
+    p1=$(start_node n1 127.0.0.1 --node-id 1 --peers "$peers")
+    p2=$(start_node n2 127.0.0.2 --node-id 2 --peers "$peers")
+    p3=$(start_node n3 127.0.0.3 --node-id 3 --peers "$peers")
+    for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
+    local leader
+    leader=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
+    local follower=$(( leader % 3 + 1 )) lpid fpid
+    lpid=$(eval echo "\$p$leader"); fpid=$(eval echo "\$p$follower")
+    echo "leader: node $leader, follower measured: node $follower"
+    bench --host "127.0.0.$leader" --count 2000 --concurrency 16 >/dev/null
+    measured "$lpid" "through the leader (node $leader), c=64" -- --host "127.0.0.$leader" --count 20000 --concurrency 64
+    local lrate=$LAST_RATE
+    measured "$fpid" "through a follower (node $follower), c=64" -- --host "127.0.0.$follower" --count 20000 --concurrency 64
+    printf 'follower/leader: %.2f; leader vs tcp_baseline: %.0f%%\n' "$(echo "$LAST_RATE/$lrate" | bc -l)" "$(echo "$lrate*100/$BASELINE" | bc -l)"
+    kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
+}
+
+million() {
+    echo "== $MILLION distinct clients, single node =="
+    local pid
+    pid=$(start_node big 127.0.0.1)
+    wait_ready http://127.0.0.1:9688 >/dev/null
+    measured "$pid" "first 100,000" -- --count 100000 --concurrency 64
+    mem "after 100,000 clients" "$pid" big
+    curl -fs http://127.0.0.1:9688/status | jq -c '{total_requests, snapshot_index: .raft.snapshot_index, last_log_index: .raft.last_log_index}'
+    measured "$pid" "next $((MILLION - 100000))" -- --count $((MILLION - 100000)) --concurrency 64
+    mem "after $MILLION clients" "$pid" big
+    curl -fs http://127.0.0.1:9688/status | jq -c '{total_requests, active: [.groups[] | select(.active_clients > 0) | {name, active_clients}], snapshot_index: .raft.snapshot_index, last_log_index: .raft.last_log_index}'
+
+    say "kill -TERM kmsd; start it again on the same data dir; time to /readyz 200"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    pid=$(start_node big 127.0.0.1)
+    echo "restart to ready: $(wait_ready http://127.0.0.1:9688) ms"
+    mem "after restart" "$pid" big
+
+    say "a new node 2 joins as a learner: kmsctl cluster add-learner (returns once caught up)"
+    local p2 t0
+    p2=$(start_node joiner 127.0.0.2 --node-id 2 --peers "1=127.0.0.1:9689,2=127.0.0.2:9689")
+    sleep 1
+    t0=$(date +%s%N)
+    "$BIN/kmsctl" cluster add-learner --cluster 127.0.0.1:9689 --id 2 --addr 127.0.0.2:9689
+    echo "new learner caught up (snapshot + log) in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    curl -fs http://127.0.0.2:9688/status | jq -c '{total_requests, applied: .raft.applied_index, snapshot_index: .raft.snapshot_index}'
+    mem "learner" "$p2" joiner
+    kill -TERM "$pid" "$p2"; wait "$pid" "$p2" 2>/dev/null || true
+}
+
+echo "kms-cluster $(git rev-parse --short HEAD), $(nproc) cores, data in $DIR"
+case "$what" in
+single) single ;;
+cluster) cluster ;;
+million) million ;;
+all) single; cluster; million ;;
+*) echo "usage: $0 [single|cluster|million|all]" >&2; exit 2 ;;
+esac

@@ -3,7 +3,7 @@
 # release builds over loopback: kmsd pinned to core 0, the load (kmsctl bench, tcp_baseline)
 # to core 1 where the machine has two cores. Prints every command and its output.
 #
-#   cargo build --release -p kmsd -p kmsctl --example tcp_baseline
+#   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline
 #   scripts/bench-step6.sh [single|cluster|million|all]
 #
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
@@ -28,18 +28,22 @@ ctx() { echo $(( $(field "$1" voluntary_ctxt_switches) + $(field "$1" nonvolunta
 wait_ready() {
     local url=$1 t0
     t0=$(date +%s%N)
-    until curl -fs "$url/readyz" >/dev/null 2>&1; do sleep 0.01; done
+    until curl -fs "$url/readyz" >/dev/null 2>&1; do
+        if (( $(date +%s%N) - t0 > 120000000000 )); then echo "not ready after 120 s: $url" >&2; exit 1; fi
+        sleep 0.01
+    done
     echo $(( ($(date +%s%N) - t0) / 1000000 ))
 }
-# start_node NAME IP EXTRA...: a kmsd on IP (ports 1688/9688/9689), data in $DIR/NAME.
+# start_node NAME IP EXTRA...: a kmsd on IP (ports 1688/9688/9689), data in $DIR/NAME; its
+# pid in $PID.
 start_node() {
     local name=$1 ip=$2
     shift 2
     taskset -c "$SERVER_CPU" "$BIN/kmsd" --listen "$ip:1688" --admin-listen "$ip:9688" \
         --cluster-listen "$ip:9689" --data-dir "$DIR/$name" --log-level warn "$@" \
-        2>>"$DIR/$name.log" &
-    pids+=("$!")
-    echo "$!"
+        >/dev/null 2>>"$DIR/$name.log" &
+    PID=$!
+    pids+=("$PID")
 }
 bench() { taskset -c "$LOAD_CPU" "$BIN/kmsctl" bench --protocol 6 "$@"; }
 # measured PID LABEL -- bench args: one bench run with the server's CPU and context switches.
@@ -73,7 +77,7 @@ single() {
     echo "== single node =="
     baseline
     local pid
-    pid=$(start_node single 127.0.0.1)
+    start_node single 127.0.0.1; pid=$PID
     wait_ready http://127.0.0.1:9688 >/dev/null
     bench --count 2000 --concurrency 16 >/dev/null # warm-up
     measured "$pid" "c=64" -- --count 20000 --concurrency 64
@@ -87,9 +91,9 @@ cluster() {
     echo "== three nodes =="
     baseline
     local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" p1 p2 p3
-    p1=$(start_node n1 127.0.0.1 --node-id 1 --peers "$peers")
-    p2=$(start_node n2 127.0.0.2 --node-id 2 --peers "$peers")
-    p3=$(start_node n3 127.0.0.3 --node-id 3 --peers "$peers")
+    start_node n1 127.0.0.1 --node-id 1 --peers "$peers"; p1=$PID
+    start_node n2 127.0.0.2 --node-id 2 --peers "$peers"; p2=$PID
+    start_node n3 127.0.0.3 --node-id 3 --peers "$peers"; p3=$PID
     for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
     local leader
     leader=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
@@ -107,7 +111,7 @@ cluster() {
 million() {
     echo "== $MILLION distinct clients, single node =="
     local pid
-    pid=$(start_node big 127.0.0.1)
+    start_node big 127.0.0.1; pid=$PID
     wait_ready http://127.0.0.1:9688 >/dev/null
     measured "$pid" "first 100,000" -- --count 100000 --concurrency 64
     mem "after 100,000 clients" "$pid" big
@@ -118,13 +122,13 @@ million() {
 
     say "kill -TERM kmsd; start it again on the same data dir; time to /readyz 200"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    pid=$(start_node big 127.0.0.1)
+    start_node big 127.0.0.1; pid=$PID
     echo "restart to ready: $(wait_ready http://127.0.0.1:9688) ms"
     mem "after restart" "$pid" big
 
     say "a new node 2 joins as a learner: kmsctl cluster add-learner (returns once caught up)"
     local p2 t0
-    p2=$(start_node joiner 127.0.0.2 --node-id 2 --peers "1=127.0.0.1:9689,2=127.0.0.2:9689")
+    start_node joiner 127.0.0.2 --node-id 2 --peers "1=127.0.0.1:9689,2=127.0.0.2:9689"; p2=$PID
     sleep 1
     t0=$(date +%s%N)
     "$BIN/kmsctl" cluster add-learner --cluster 127.0.0.1:9689 --id 2 --addr 127.0.0.2:9689

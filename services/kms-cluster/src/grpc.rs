@@ -506,6 +506,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
         let ask = pb::Rejoin::try_from(request.into_inner())?;
+        self.check_not_handing_over()?;
         let outcome = self.take_back(&ask).await;
         if let Err(e) = &outcome {
             tracing::warn!(node_id = ask.node_id, error = %e, "rejoin of a wiped node not done");
@@ -534,6 +535,7 @@ impl Cluster for ClusterService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let registration = pb::register_from_pb(request.into_inner())?;
+        self.check_not_handing_over()?;
         let result = self
             .raft
             .client_write(ClusterRequest::register(registration))
@@ -545,6 +547,20 @@ impl Cluster for ClusterService {
 }
 
 impl ClusterService {
+    /// Refuses a write while this node hands its leadership over: its successor was told the
+    /// last log index, and an entry appended now would make the successor's log look stale
+    /// to the other voters. The caller retries at the next leader.
+    fn check_not_handing_over(&self) -> Result<(), Status> {
+        if self.handover.is_closed() {
+            return Err(WireError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            }
+            .to_status());
+        }
+        Ok(())
+    }
+
     /// The leader's part of a rejoin: remove the node (voter or learner), add it again as a
     /// learner (a fresh replication stream that expects nothing of its old log), then record
     /// its new incarnation, with `voter_wanted` when it was a voter (the leader's reconcile

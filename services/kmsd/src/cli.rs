@@ -150,6 +150,12 @@ pub struct Args {
     /// Time a request may wait for the cluster to commit it, ms.
     #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
     pub commit_timeout_ms: Option<u64>,
+    /// Most requests in one Raft log entry (group commit).
+    #[arg(long, env = "KMSD_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Most batches waiting for their commit at once.
+    #[arg(long, env = "KMSD_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
     /// Quorum-loss mode: serve-local or fail-closed.
     #[arg(long, env = "KMSD_QUORUM_LOSS")]
     pub quorum_loss: Option<String>,
@@ -320,6 +326,8 @@ impl Args {
             election_timeout_ms,
             snapshot_every,
             commit_timeout_ms,
+            max_batch,
+            max_inflight,
             quorum_loss,
             cache_mib,
             worker_threads,

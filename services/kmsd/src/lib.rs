@@ -327,6 +327,8 @@ pub async fn run_with(
     node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
     node_cfg.snapshot_every = cfg.snapshot_every;
     node_cfg.commit_timeout = Duration::from_millis(cfg.commit_timeout_ms);
+    node_cfg.max_batch = cfg.max_batch;
+    node_cfg.max_inflight = cfg.max_inflight;
     node_cfg.quorum_loss =
         cfg.quorum_loss
             .parse()

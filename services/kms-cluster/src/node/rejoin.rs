@@ -62,6 +62,7 @@ impl ClusterNode {
     /// quarantine when [`decide`] says it may join, or once the leader took it back.
     pub(super) async fn establish_identity(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let me = self.config.node_id;
+        let started = tokio::time::Instant::now();
         let mut noted: Option<(tokio::time::Instant, String)> = None;
         while self.quarantine.is_active() {
             if *stop.borrow() {
@@ -102,9 +103,16 @@ impl ClusterNode {
                     }
                 }
             }
+            // Peers of a new cluster start within moments of each other: ask again soon at
+            // first, then once a round.
+            let pause = if started.elapsed() < Duration::from_secs(10) {
+                IDENTITY_ROUND / 5
+            } else {
+                IDENTITY_ROUND
+            };
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = tokio::time::sleep(IDENTITY_ROUND) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -214,7 +222,7 @@ impl ClusterNode {
                 _ = tokio::time::sleep(IDENTITY_ROUND * 2) => {}
             }
             let m = self.metrics();
-            if m.state != ServerState::Leader {
+            if m.state != ServerState::Leader || self.handover.is_closed() {
                 continue;
             }
             for reg in self.state.registry().into_values() {

@@ -165,6 +165,11 @@ pub struct Config {
     pub snapshot_every: u64,
     /// How long a request may wait for the cluster to commit it, ms. Default 2000.
     pub commit_timeout_ms: u64,
+    /// Most requests committed in one Raft log entry (group commit). Default 512.
+    pub max_batch: usize,
+    /// Most batches waiting for their commit at once; requests arriving meanwhile gather into
+    /// the next batch. Default 16.
+    pub max_inflight: usize,
     /// When no quorum commits in time: `serve-local` (answer from the last applied
     /// state, keep the request in a durable outbox, replay it later; default) or
     /// `fail-closed` (close the connection; the client tries another SRV target).
@@ -272,6 +277,8 @@ impl Default for Config {
             heartbeat_ms: 100,
             election_timeout_ms: 400,
             snapshot_every: 20_000,
+            max_batch: 512,
+            max_inflight: 16,
             commit_timeout_ms: 2000,
             quorum_loss: "serve-local".into(),
             cache_mib: 4,
@@ -383,6 +390,9 @@ impl Config {
                 "election_timeout_ms",
                 "must be larger than heartbeat_ms (and both positive)",
             );
+        }
+        if self.max_batch == 0 || self.max_inflight == 0 {
+            return invalid("max_batch", "max_batch and max_inflight must be positive");
         }
         if self.snapshot_every == 0 || self.commit_timeout_ms == 0 {
             return invalid(

@@ -99,7 +99,7 @@ impl NodeConfig {
             election_timeout_ms: (400, 800),
             snapshot_every: 2000,
             max_batch: 512,
-            max_inflight: 16,
+            max_inflight: 2,
             commit_timeout: Duration::from_secs(2),
             quorum_loss: QuorumLoss::ServeLocal,
             bootstrap: Bootstrap::StaticPeers,

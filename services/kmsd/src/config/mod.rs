@@ -167,8 +167,9 @@ pub struct Config {
     pub commit_timeout_ms: u64,
     /// Most requests committed in one Raft log entry (group commit). Default 512.
     pub max_batch: usize,
-    /// Most batches waiting for their commit at once; requests arriving meanwhile gather into
-    /// the next batch. Default 16.
+    /// Most batches a leader keeps waiting for their commit at once (a follower forwarding
+    /// to the leader keeps four times as many); requests arriving meanwhile gather into the
+    /// next batch. Default 2 (measured in docs/benchmarks.md).
     pub max_inflight: usize,
     /// When no quorum commits in time: `serve-local` (answer from the last applied
     /// state, keep the request in a durable outbox, replay it later; default) or
@@ -278,7 +279,7 @@ impl Default for Config {
             election_timeout_ms: 400,
             snapshot_every: 20_000,
             max_batch: 512,
-            max_inflight: 16,
+            max_inflight: 2,
             commit_timeout_ms: 2000,
             quorum_loss: "serve-local".into(),
             cache_mib: 4,

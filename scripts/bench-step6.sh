@@ -4,7 +4,7 @@
 # to core 1 where the machine has two cores. Prints every command and its output.
 #
 #   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline
-#   scripts/bench-step6.sh [single|cluster|million|all]
+#   scripts/bench-step6.sh [single|cluster|million|3m|all]
 #
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
 # the processes it started. MILLION (default 1000000) sets the size of the big run.
@@ -138,11 +138,53 @@ million() {
     kill -TERM "$pid" "$p2"; wait "$pid" "$p2" 2>/dev/null || true
 }
 
+# totals URL...: prints total/failed/windows active clients of each node.
+totals() {
+    for url in "$@"; do
+        echo "$url: $(curl -fs "$url/status" | jq -c '{total_requests, failed_requests, windows_active: ([.groups[] | select(.name == "windows") | .active_clients] | first), applied: .raft.applied_index}')"
+    done
+}
+
+three_million() {
+    echo "== 3,000,000 activations at full rate =="
+    local pid
+    start_node big3 127.0.0.1; pid=$PID
+    wait_ready http://127.0.0.1:9688 >/dev/null
+    measured "$pid" "single node, 3,000,000" -- --count 3000000 --concurrency 64
+    totals http://127.0.0.1:9688
+    mem "single node after 3,000,000" "$pid" big3
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+
+    local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" p1 p2 p3
+    start_node c1 127.0.0.1 --node-id 1 --peers "$peers"; p1=$PID
+    start_node c2 127.0.0.2 --node-id 2 --peers "$peers"; p2=$PID
+    start_node c3 127.0.0.3 --node-id 3 --peers "$peers"; p3=$PID
+    for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
+    local leader follower
+    leader=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
+    follower=$(( leader % 3 + 1 ))
+    say "3 nodes: kmsctl bench --count 2000000 --concurrency 48 through the leader (node $leader) and --count 1000000 --concurrency 16 through a follower (node $follower), at the same time"
+    local t0=$SECONDS
+    bench --host "127.0.0.$leader" --count 2000000 --concurrency 48 --json >"$DIR/leader.json" &
+    local b1=$!
+    bench --host "127.0.0.$follower" --count 1000000 --concurrency 16 --json >"$DIR/follower.json" &
+    local b2=$!
+    wait "$b1" "$b2"
+    echo "both done in $((SECONDS - t0)) s"
+    bench_text "$(cat "$DIR/leader.json")"
+    bench_text "$(cat "$DIR/follower.json")"
+    sleep 2
+    totals http://127.0.0.1:9688 http://127.0.0.2:9688 http://127.0.0.3:9688
+    for p in "$p1" "$p2" "$p3"; do mem "node pid $p" "$p" c1; done
+    kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
+}
+
 echo "kms-cluster $(git rev-parse --short HEAD), $(nproc) cores, data in $DIR"
 case "$what" in
 single) single ;;
 cluster) cluster ;;
 million) million ;;
-all) single; cluster; million ;;
-*) echo "usage: $0 [single|cluster|million|all]" >&2; exit 2 ;;
+3m) three_million ;;
+all) single; cluster; million; three_million ;;
+*) echo "usage: $0 [single|cluster|million|3m|all]" >&2; exit 2 ;;
 esac

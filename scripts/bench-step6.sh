@@ -175,7 +175,7 @@ three_million() {
     bench_text "$(cat "$DIR/follower.json")"
     sleep 2
     totals http://127.0.0.1:9688 http://127.0.0.2:9688 http://127.0.0.3:9688
-    for p in "$p1" "$p2" "$p3"; do mem "node pid $p" "$p" c1; done
+    mem "node 1" "$p1" c1; mem "node 2" "$p2" c2; mem "node 3" "$p3" c3
     kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
 }
 

@@ -92,7 +92,23 @@ fn count_crosses_minimum_and_caps_at_twice_it() {
 #[test]
 fn restart_keeps_counts_epids_and_statistics() {
     let dir = data_dir();
+    // A directory that exists world-readable, as an operator may have created it: kmsd makes
+    // it owner-only (it holds the client inventory).
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
     let mut k = Kmsd::start(&dir.path().join("d"), &[]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("d"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "data dir mode {mode:o}");
+    }
     for _ in 0..3 {
         k.activate(&[
             "--product",

@@ -296,6 +296,7 @@ pub async fn run_with(
         dir: cfg.data_dir.clone(),
         source,
     })?;
+    restrict_data_dir(&cfg.data_dir);
     let mut node_cfg = NodeConfig::new(cfg.node_id, cfg.cluster_listen, cfg.data_dir.clone());
     node_cfg.advertise = cfg
         .cluster_advertise
@@ -522,5 +523,16 @@ pub async fn run_with(
     match fatal {
         Some(e) => Err(DaemonError::Fatal(e)),
         None => Ok(()),
+    }
+}
+
+/// Makes the data directory readable by its owner only: it holds the client inventory
+/// (machine names, client machine ids) and the cluster's log. Failing to do so (e.g. a mounted
+/// volume owned by another user) is logged, not fatal.
+fn restrict_data_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let owner_only = std::fs::Permissions::from_mode(0o700);
+    if let Err(e) = std::fs::set_permissions(dir, owner_only) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory owner-only (0700); other local users may read the client inventory");
     }
 }

@@ -248,7 +248,7 @@ struct ActivateArgs {
 
 #[derive(Debug, clap::Args)]
 struct AdminArgs {
-    /// Admin API base URL.
+    /// Admin API base URL (`http://` is assumed when no scheme is given).
     #[arg(long, default_value = "http://127.0.0.1:9688")]
     admin: String,
     /// Admin API bearer token (kmsd's admin_token). Neither this nor --token-file given:
@@ -264,6 +264,11 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
+    /// The admin API base URL without a trailing slash; `host:port` means `http://host:port`.
+    fn base(&self) -> String {
+        admin_base(&self.admin)
+    }
+
     /// The bearer token to send, if any.
     fn token(&self) -> anyhow::Result<Option<String>> {
         match (&self.token, &self.token_file) {
@@ -554,7 +559,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Dns(c) => kmsctl::dns::run(c).await,
         Cmd::Status(a) => {
-            let url = format!("{}/status", a.admin.trim_end_matches('/'));
+            let url = format!("{}/status", a.base());
             let token = a.token()?;
             if a.json {
                 let v: serde_json::Value = get_json(&url, token.as_deref()).await?;
@@ -566,7 +571,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Clients(c) => {
-            let mut url = format!("{}/clients?", c.admin.admin.trim_end_matches('/'));
+            let mut url = format!("{}/clients?", c.admin.base());
             if let Some(g) = &c.group {
                 url.push_str(&format!("group={g}&"));
             }
@@ -709,5 +714,31 @@ fn main() {
             };
             std::process::exit(code);
         }
+    }
+}
+
+/// `admin` as a base URL: trailing slashes dropped, `http://` added when it names no scheme.
+fn admin_base(admin: &str) -> String {
+    let trimmed = admin.trim().trim_end_matches('/');
+    if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_base;
+
+    #[test]
+    fn an_admin_address_without_a_scheme_means_http() {
+        assert_eq!(admin_base("127.0.0.1:9688"), "http://127.0.0.1:9688");
+        assert_eq!(admin_base("http://h:9688/"), "http://h:9688");
+        assert_eq!(
+            admin_base("https://kms.example:443"),
+            "https://kms.example:443"
+        );
+        assert_eq!(admin_base("[::1]:9688"), "http://[::1]:9688");
     }
 }

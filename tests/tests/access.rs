@@ -205,3 +205,27 @@ fn bad_access_settings_are_rejected_at_start() {
         assert!(err.contains("invalid setting"), "{err}");
     }
 }
+
+#[test]
+fn print_config_checks_the_licensed_groups_as_a_start_does() {
+    let out = std::process::Command::new(kms_tests::harness::kmsd_bin())
+        .args(["--licensed-groups", "ofice-2016", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("licensed_groups") && err.contains("ofice-2016"),
+        "{err}"
+    );
+    let ok = std::process::Command::new(kms_tests::harness::kmsd_bin())
+        .args(["--licensed-groups", "office-2016", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("office-2016"));
+}

@@ -27,6 +27,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
     if args.print_config {
+        // Checked as a start would check it: the product catalog and the licensed groups.
+        if let Err(e) = kmsd::load_catalog(&cfg).and_then(|c| kmsd::policy_from(&cfg, &c)) {
+            eprintln!("kmsd: {e}");
+            std::process::exit(2);
+        }
         print!("{}", cfg.to_toml());
         return Ok(());
     }

@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use batcher::Job;
-use disk::{refuse_old_format, tree_size};
+use disk::refuse_old_format;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -288,7 +288,7 @@ impl ClusterNode {
 
     /// Size of the data directory in bytes (log, snapshots, outbox).
     pub fn data_dir_size(&self) -> u64 {
-        tree_size(&self.config.data_dir)
+        crate::store::wal::dir_size(&self.config.data_dir)
     }
 
     /// Commits one command (batched with others) and returns its result.

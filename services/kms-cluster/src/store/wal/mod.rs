@@ -408,17 +408,19 @@ impl Wal {
     }
 }
 
-/// Total size of the regular files in `dir` (not recursive).
+/// Total size of the regular files under `dir`, recursively (0 when it cannot be read): the
+/// log and snapshot directories, and the whole data directory for the node's status.
 pub fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 #[cfg(test)]

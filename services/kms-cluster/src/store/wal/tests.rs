@@ -237,3 +237,13 @@ fn group_commit_answers_every_operation() {
         Some(id(1, 500))
     );
 }
+
+#[test]
+fn dir_size_counts_files_in_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"x").unwrap();
+    std::fs::write(dir.path().join("db"), b"y").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/f"), b"abc").unwrap();
+    assert_eq!(super::dir_size(dir.path()), 5);
+}

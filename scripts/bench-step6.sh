@@ -45,6 +45,18 @@ start_node() {
     PID=$!
     pids+=("$PID")
 }
+# start_cluster PREFIX: three nodes on 127.0.0.1-3 (data in $DIR/PREFIX1..3), all ready; their
+# pids in CPIDS, the leader's id in LEADER and the next node's in FOLLOWER.
+start_cluster() {
+    local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" i
+    CPIDS=()
+    for i in 1 2 3; do
+        start_node "$1$i" "127.0.0.$i" --node-id "$i" --peers "$peers"; CPIDS+=("$PID")
+    done
+    for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
+    LEADER=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
+    FOLLOWER=$(( LEADER % 3 + 1 ))
+}
 bench() { taskset -c "$LOAD_CPU" "$BIN/kmsctl" bench --protocol 6 "$@"; }
 # measured PID LABEL -- bench args: one bench run with the server's CPU and context switches.
 measured() {
@@ -90,15 +102,11 @@ single() {
 cluster() {
     echo "== three nodes =="
     baseline
-    local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" p1 p2 p3
-    start_node n1 127.0.0.1 --node-id 1 --peers "$peers"; p1=$PID
-    start_node n2 127.0.0.2 --node-id 2 --peers "$peers"; p2=$PID
-    start_node n3 127.0.0.3 --node-id 3 --peers "$peers"; p3=$PID
-    for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
-    local leader
-    leader=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
-    local follower=$(( leader % 3 + 1 )) lpid fpid
-    lpid=$(eval echo "\$p$leader"); fpid=$(eval echo "\$p$follower")
+    local p1 p2 p3 leader follower
+    start_cluster n; p1=${CPIDS[0]}; p2=${CPIDS[1]}; p3=${CPIDS[2]}
+    leader=$LEADER; follower=$FOLLOWER
+    local lpid fpid
+    lpid=${CPIDS[leader - 1]}; fpid=${CPIDS[follower - 1]}
     echo "leader: node $leader, follower measured: node $follower"
     bench --host "127.0.0.$leader" --count 2000 --concurrency 16 >/dev/null
     measured "$lpid" "through the leader (node $leader), c=64" -- --host "127.0.0.$leader" --count 20000 --concurrency 64
@@ -155,14 +163,9 @@ three_million() {
     mem "single node after 3,000,000" "$pid" big3
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 
-    local peers="1=127.0.0.1:9689,2=127.0.0.2:9689,3=127.0.0.3:9689" p1 p2 p3
-    start_node c1 127.0.0.1 --node-id 1 --peers "$peers"; p1=$PID
-    start_node c2 127.0.0.2 --node-id 2 --peers "$peers"; p2=$PID
-    start_node c3 127.0.0.3 --node-id 3 --peers "$peers"; p3=$PID
-    for i in 1 2 3; do wait_ready "http://127.0.0.$i:9688" >/dev/null; done
-    local leader follower
-    leader=$(curl -fs http://127.0.0.1:9688/status | jq -r '.raft.leader')
-    follower=$(( leader % 3 + 1 ))
+    local p1 p2 p3 leader follower
+    start_cluster c; p1=${CPIDS[0]}; p2=${CPIDS[1]}; p3=${CPIDS[2]}
+    leader=$LEADER; follower=$FOLLOWER
     say "3 nodes: kmsctl bench --count 2000000 --concurrency 48 through the leader (node $leader) and --count 1000000 --concurrency 16 through a follower (node $follower), at the same time"
     local t0=$SECONDS
     bench --host "127.0.0.$leader" --count 2000000 --concurrency 48 --json >"$DIR/leader.json" &

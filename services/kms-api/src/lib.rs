@@ -119,6 +119,13 @@ pub struct RaftView {
     /// confirm it is new or the leader took it back as a learner.
     #[serde(default)]
     pub quarantined: bool,
+    /// The membership in effect: `stable`, `pending` (written, not committed yet) or `joint`
+    /// (old and new voter sets at once: every commit needs a majority of each).
+    #[serde(default)]
+    pub membership_state: String,
+    /// The same in words, with the voter sets (e.g. `joint ({1} -> {1,2})`).
+    #[serde(default)]
+    pub membership_detail: String,
 }
 
 /// One client machine in the inventory (`GET /clients`).

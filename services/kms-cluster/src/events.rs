@@ -56,6 +56,11 @@ pub enum MembershipChange {
         /// Requested voters.
         after: BTreeSet<NodeId>,
     },
+    /// Remove a learner (a node in no voter set).
+    RemoveLearner {
+        /// The node.
+        node_id: NodeId,
+    },
     /// A wiped node was removed and added back as a learner under a new incarnation.
     Rejoin {
         /// The node.

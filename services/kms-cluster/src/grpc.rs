@@ -18,13 +18,14 @@ use std::future::Future;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::events::{emit, MembershipChange, MembershipEvent, MembershipEvents, Origin};
 use crate::handover::HandoverGate;
 use crate::identity::Quarantine;
+use crate::membership::{self, MembershipError};
 use crate::network::{ForwardOutcome, MAX_MESSAGE_SIZE};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_server::{Raft as RaftRpc, RaftServer};
@@ -51,6 +52,8 @@ pub struct ClusterService {
     handover: HandoverGate,
     /// The applied state's registry, for `Identity` answers (none: answers without it).
     state: Option<StateHandle>,
+    /// Mutual TLS of the cluster port, for the leader's probe of a learner before promoting it.
+    tls: Option<crate::network::TlsConfig>,
 }
 
 /// What a node's services share with the node beyond its Raft (see [`serve_node`]).
@@ -128,6 +131,7 @@ pub fn node_services(
         events: ctx.events,
         handover: ctx.handover,
         state: ctx.state,
+        tls: ctx.tls,
     })
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -422,9 +426,11 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
         let (node_id, addr) = pb::add_learner_from_pb(request.into_inner())?;
+        // Not blocking until the learner caught up: a learner that is down or mistyped would
+        // hold the call until its deadline. `promote` waits for the catch-up instead.
         let result = self
             .raft
-            .add_learner(node_id, BasicNode::new(addr.clone()), true)
+            .add_learner(node_id, BasicNode::new(addr.clone()), false)
             .await;
         let outcome = self.membership_outcome(result);
         self.report(
@@ -439,24 +445,72 @@ impl Cluster for ClusterService {
         request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
-        let ids: BTreeSet<NodeId> = pb::members_from_pb(request.into_inner())?
-            .into_keys()
-            .collect();
-        let before: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        let result = self.raft.change_membership(ids.clone(), false).await;
-        let outcome = self.membership_outcome(result);
+        let request = request.into_inner();
+        let force = request.force;
+        let ids: BTreeSet<NodeId> = pb::members_from_pb(request)?.into_keys().collect();
+        let status = NodeStatus::from_metrics(&self.raft.metrics().borrow());
+        let before = status.voters();
+        let mut outcome = Ok(());
+        if !force {
+            for id in ids.difference(&before) {
+                if let Err(e) = membership::check_promote(&status, *id, membership::PROMOTE_MAX_LAG)
+                {
+                    outcome = Err(self.membership_refusal(e));
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            outcome = membership::change(
+                &self.raft,
+                ChangeMembers::ReplaceAllVoters(ids.clone()),
+                membership::CHANGE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| self.membership_refusal(e));
+        }
         self.report(
             MembershipChange::ChangeVoters { before, after: ids },
             peer,
             outcome,
         )
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let peer = request.remote_addr();
+        let id = pb::node_from_pb(request.into_inner())?;
+        let before = NodeStatus::from_metrics(&self.raft.metrics().borrow()).voters();
+        let tls = self.tls.clone();
+        let outcome = membership::promote(&self.raft, id, |addr| membership::answers(addr, tls))
+            .await
+            .map_err(|e| self.membership_refusal(e));
+        let mut after = before.clone();
+        after.insert(id);
+        self.report(
+            MembershipChange::ChangeVoters { before, after },
+            peer,
+            outcome,
+        )
+    }
+
+    async fn remove(&self, request: Request<pb::NodeRequest>) -> Result<Response<pb::Ack>, Status> {
+        let peer = request.remote_addr();
+        let id = pb::node_from_pb(request.into_inner())?;
+        let before = NodeStatus::from_metrics(&self.raft.metrics().borrow()).voters();
+        let outcome = membership::remove(&self.raft, id)
+            .await
+            .map_err(|e| self.membership_refusal(e));
+        let change = if before.contains(&id) {
+            let mut after = before.clone();
+            after.remove(&id);
+            MembershipChange::ChangeVoters { before, after }
+        } else {
+            MembershipChange::RemoveLearner { node_id: id }
+        };
+        self.report(change, peer, outcome)
     }
 
     async fn take_leadership(
@@ -547,6 +601,26 @@ impl Cluster for ClusterService {
 }
 
 impl ClusterService {
+    /// A guarded membership operation's failure as a wire error: "not the leader" (with the
+    /// hint) when this node does not lead, else refused with the guard's reason.
+    fn membership_refusal(&self, e: MembershipError) -> WireError {
+        let (state, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.current_leader)
+        };
+        if state != ServerState::Leader {
+            let hint = self.leader_hint(leader, None);
+            return WireError::NotLeader {
+                leader_id: hint.leader_id,
+                leader_addr: (!hint.leader_addr.is_empty()).then_some(hint.leader_addr),
+            };
+        }
+        WireError::Refused {
+            reason: e.to_string(),
+        }
+    }
+
     /// Refuses a write while this node hands its leadership over: its successor was told the
     /// last log index, and an entry appended now would make the successor's log look stale
     /// to the other voters. The caller retries at the next leader.

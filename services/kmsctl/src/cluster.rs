@@ -3,6 +3,7 @@
 //! that node is a follower. With `--tls-ca/--tls-cert/--tls-key` ([`TlsArgs`]) every call
 //! uses mutual TLS (needed for a cluster whose nodes set `tls_*`).
 
+use kms_cluster::membership::state_of;
 use kms_cluster::network::{ClusterClient, NetError, TlsConfig, TlsError, DEFAULT_REQUEST_TIMEOUT};
 use kms_cluster::NodeStatus;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,10 +47,19 @@ pub fn client(addr: &str, tls: Option<&TlsConfig>) -> ClusterClient {
 #[non_exhaustive]
 pub enum ClusterCmdError {
     /// A gRPC call failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Net(#[from] NetError),
+    /// A gRPC call to the node at `addr` failed.
+    #[error("node {addr}")]
+    At {
+        /// The node's cluster address.
+        addr: String,
+        /// What failed.
+        #[source]
+        source: NetError,
+    },
     /// The TLS files cannot be used.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     /// The status did not hold what the command needs.
     #[error("unexpected status from node: {0}")]
@@ -57,6 +67,14 @@ pub enum ClusterCmdError {
     /// Invalid argument.
     #[error("{0}")]
     Usage(String),
+}
+
+/// A failed call to the node at `addr`, naming it.
+fn at(addr: &str, source: NetError) -> ClusterCmdError {
+    ClusterCmdError::At {
+        addr: addr.to_string(),
+        source,
+    }
 }
 
 /// Voter ids (both halves of a joint configuration) and node addresses from a node's status.
@@ -70,14 +88,14 @@ pub async fn leader_client(
     tls: Option<&TlsConfig>,
 ) -> Result<(ClusterClient, NodeStatus), ClusterCmdError> {
     let c = client(addr, tls);
-    let status = c.status().await?;
+    let status = c.status().await.map_err(|e| at(addr, e))?;
     match status.current_leader {
         Some(l) if l != status.node_id => {
             let leader_addr = status
                 .addr_of(l)
                 .ok_or(ClusterCmdError::Shape("leader without address"))?;
             let lc = client(leader_addr, tls);
-            let leader_status = lc.status().await?;
+            let leader_status = lc.status().await.map_err(|e| at(leader_addr, e))?;
             Ok((lc, leader_status))
         }
         _ => Ok((c, status)),
@@ -135,6 +153,8 @@ pub struct MemberRow {
     pub last_log_index: Option<u64>,
     /// Applied index.
     pub applied_index: Option<u64>,
+    /// The membership as this node sees it: `stable`, `pending (...)` or `joint (...)`.
+    pub membership_state: Option<String>,
     /// Error reaching it.
     pub error: Option<String>,
 }
@@ -144,7 +164,7 @@ pub async fn status(
     addr: &str,
     tls: Option<&TlsConfig>,
 ) -> Result<Vec<MemberRow>, ClusterCmdError> {
-    let status = client(addr, tls).status().await?;
+    let status = client(addr, tls).status().await.map_err(|e| at(addr, e))?;
     let (voters, nodes) = membership(&status);
     let mut rows = Vec::new();
     for (id, a) in nodes {
@@ -161,6 +181,7 @@ pub async fn status(
             leader: None,
             last_log_index: None,
             applied_index: None,
+            membership_state: None,
             error: None,
         };
         match client(&a, tls).status().await {
@@ -170,6 +191,7 @@ pub async fn status(
                 row.leader = m.current_leader;
                 row.last_log_index = m.last_log_index;
                 row.applied_index = m.last_applied.map(|l| l.index);
+                row.membership_state = Some(state_of(&m.membership, m.last_applied).to_string());
             }
             Err(e) => row.error = Some(e.to_string()),
         }
@@ -202,5 +224,26 @@ pub fn render(rows: &[MemberRow]) -> String {
                 .unwrap_or_default(),
         ));
     }
+    s.push_str(&membership_note(rows));
     s
+}
+
+/// The line under the table saying whether the membership is settled, as the answering
+/// nodes see it, with the way out when a change is stuck.
+fn membership_note(rows: &[MemberRow]) -> String {
+    let mut states: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.membership_state.as_deref())
+        .collect();
+    states.sort_unstable();
+    states.dedup();
+    match states.as_slice() {
+        [] => String::new(),
+        ["stable"] => "membership: stable\n".to_string(),
+        states => format!(
+            "membership: {} -- a change is in progress; it completes once every new voter \
+             answers. If one never appears, see the runbook's \"Joint configuration\"\n",
+            states.join(" / ")
+        ),
+    }
 }

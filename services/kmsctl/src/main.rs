@@ -140,26 +140,18 @@ async fn cluster_cmd(args: ClusterArgs) -> anyhow::Result<i32> {
             }
         }
         ClusterCmd::Promote { cluster, id } => {
-            let (leader, status) = c::leader_client(&cluster, tls).await?;
-            let (mut voters, nodes) = c::membership(&status);
-            if !nodes.contains_key(&id) {
-                bail!("node {id} is not a member; add it with `kmsctl cluster add-learner` first");
-            }
-            voters.insert(id);
-            leader.change_membership(voters).await?;
+            // The leader checks that the learner answers and has caught up, and refuses
+            // with the reason otherwise (kms-cluster's membership module).
+            let (leader, _) = c::leader_client(&cluster, tls).await?;
+            leader.promote(id).await?;
             println!("node {id} is a voter");
         }
         ClusterCmd::Remove { cluster, id } => {
             let (leader, status) = c::leader_client(&cluster, tls).await?;
-            let (mut voters, _) = c::membership(&status);
-            if !voters.remove(&id) {
-                bail!("node {id} is not a voter");
-            }
-            if voters.is_empty() {
-                bail!("refusing to remove the last voter");
-            }
-            leader.change_membership(voters).await?;
-            println!("node {id} removed");
+            let was_voter = status.voters().contains(&id);
+            leader.remove(id).await?;
+            let what = if was_voter { "voter" } else { "learner" };
+            println!("node {id} ({what}) removed");
         }
     }
     Ok(0)
@@ -542,7 +534,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .into());
     }
     if !resp.status().is_success() {
-        bail!("{url} answered {}", resp.status());
+        return Err(AdminAnswered {
+            url: url.to_string(),
+            status: resp.status(),
+        }
+        .into());
     }
     resp.json()
         .await
@@ -707,14 +703,39 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("kmsctl: {e:#}");
-            let code = if e.is::<Unauthorized>() {
-                EXIT_UNAUTHORIZED
-            } else {
-                2
-            };
+            let code = failure_exit_code(&e);
             std::process::exit(code);
         }
     }
+}
+
+/// The exit code of a failed command, the same for every subcommand: 6 refused by the admin
+/// API (401), 1 the host or node could not be reached or answered with an error (as
+/// `activate`'s network errors), 2 anything else (usage, bad files).
+fn failure_exit_code(e: &anyhow::Error) -> i32 {
+    if e.is::<Unauthorized>() {
+        return EXIT_UNAUTHORIZED;
+    }
+    let network = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| !r.is_builder())
+            || cause.is::<kms_cluster::network::NetError>()
+            || cause.is::<AdminAnswered>()
+    });
+    if network {
+        1
+    } else {
+        2
+    }
+}
+
+/// The admin API answered with an error status other than 401.
+#[derive(Debug, thiserror::Error)]
+#[error("{url} answered {status}")]
+struct AdminAnswered {
+    url: String,
+    status: reqwest::StatusCode,
 }
 
 /// `admin` as a base URL: trailing slashes dropped, `http://` added when it names no scheme.

@@ -109,6 +109,9 @@ pub fn membership_record(e: &MembershipEvent) -> (&'static str, Value) {
             let (added, removed) = e.change.voter_diff();
             json!({ "voters_before": before, "voters_after": after, "added": added, "removed": removed })
         }
+        MembershipChange::RemoveLearner { node_id } => {
+            json!({ "node_id": node_id, "learner": true })
+        }
         MembershipChange::Rejoin {
             node_id,
             addr,
@@ -121,6 +124,7 @@ pub fn membership_record(e: &MembershipEvent) -> (&'static str, Value) {
         (Origin::Rpc { .. }, MembershipChange::Rejoin { .. }) => "cluster.rejoin",
         (Origin::Rpc { .. }, MembershipChange::Initialize { .. }) => "cluster.init",
         (Origin::Rpc { .. }, MembershipChange::AddLearner { .. }) => "cluster.add_learner",
+        (_, MembershipChange::RemoveLearner { .. }) => "cluster.remove",
         (Origin::Rpc { .. }, c @ MembershipChange::ChangeVoters { .. }) => match c.voter_diff() {
             (a, r) if !a.is_empty() && r.is_empty() => "cluster.promote",
             (a, r) if a.is_empty() && !r.is_empty() => "cluster.remove",

@@ -225,6 +225,14 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Recovery, with kmsd stopped: show how the uncommitted membership change at the end of
+    /// this node's log (a joint configuration whose new voter never appeared) would be rolled
+    /// back, then exit. Only when this node is the last committed configuration's only voter.
+    #[arg(long)]
+    pub rollback_membership: bool,
+    /// With --rollback-membership: do it (cut the log), instead of only showing it.
+    #[arg(long, requires = "rollback_membership")]
+    pub yes: bool,
 }
 
 macro_rules! overlay {

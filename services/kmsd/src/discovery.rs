@@ -27,6 +27,7 @@ use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kms_cluster::membership;
 use kms_cluster::node::ClusterNode;
 use kms_cluster::{Node, NodeId};
 use kube::api::{Api, ListParams};
@@ -496,31 +497,43 @@ async fn apply(node: &ClusterNode, action: &Action) -> Result<(), String> {
             .map(|(id, a)| (*id, Node { addr: a.clone() }))
             .collect()
     };
-    let (change, retain) = match action {
+    // Every change goes through kms-cluster's guarded membership path: a learner is promoted
+    // only when it answers and has caught up, and no change waits longer than its bound.
+    let tls = node.tls();
+    let guarded = |e: membership::MembershipError| e.to_string();
+    match action {
         Action::SetAddresses(m) => {
             tracing::info!(addresses = ?m, "kubernetes discovery: updating member addresses");
-            (ChangeMembers::SetNodes(to_nodes(m)), true)
+            membership::change(
+                raft,
+                ChangeMembers::SetNodes(to_nodes(m)),
+                membership::CHANGE_TIMEOUT,
+            )
+            .await
+            .map_err(guarded)
         }
         Action::RemoveVoter(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: removing voter above the StatefulSet's replicas"
             );
-            (ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+            membership::remove(raft, *id).await.map_err(guarded)
         }
         Action::RemoveLearner(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: removing learner above the StatefulSet's replicas"
             );
-            (ChangeMembers::RemoveNodes(BTreeSet::from([*id])), false)
+            membership::remove(raft, *id).await.map_err(guarded)
         }
         Action::Promote(id) => {
             tracing::info!(
                 node_id = id,
                 "kubernetes discovery: promoting learner to voter"
             );
-            (ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
+            membership::promote(raft, *id, |addr| membership::answers(addr, tls))
+                .await
+                .map_err(guarded)
         }
         Action::Add { id, addr } => {
             tracing::info!(node_id = id, %addr, "kubernetes discovery: adding learner");
@@ -539,13 +552,11 @@ async fn apply(node: &ClusterNode, action: &Action) -> Result<(), String> {
                 node_id = id,
                 "kubernetes discovery: promoting learner to voter"
             );
-            (ChangeMembers::AddVoterIds(BTreeSet::from([*id])), true)
+            membership::promote(raft, *id, |addr| membership::answers(addr, tls))
+                .await
+                .map_err(guarded)
         }
-    };
-    raft.change_membership(change, retain)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
+    if args.rollback_membership {
+        std::process::exit(rollback_membership(&cfg, args.yes).await);
+    }
     let traces = cfg
         .otlp_endpoint
         .as_ref()
@@ -82,4 +85,45 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `kmsd --rollback-membership [--yes]`: shows (or, with --yes, applies) the roll-back of the
+/// uncommitted membership change at the end of this stopped node's log; the exit code.
+async fn rollback_membership(cfg: &kmsd::config::Config, apply: bool) -> i32 {
+    use kms_cluster::recover::{rollback_membership, RecoverError};
+    match rollback_membership(&cfg.data_dir, cfg.node_id, apply).await {
+        Ok(plan) => {
+            println!(
+                "node {}: membership now {}; committed up to index {}",
+                cfg.node_id,
+                plan.current,
+                plan.committed.map_or("-".to_string(), |i| i.to_string())
+            );
+            println!(
+                "roll back: cut the log from index {} to {} ({} uncommitted entries), back to \
+                 voters {:?}",
+                plan.truncate_from,
+                plan.last_index,
+                plan.dropped(),
+                plan.committed_voters
+            );
+            if apply {
+                println!(
+                    "done: start kmsd again; it leads alone, replays its outbox, and \
+                     `kmsctl cluster remove --id N` removes the learner that never appeared"
+                );
+            } else {
+                println!("nothing changed: run again with --yes to do it");
+            }
+            0
+        }
+        Err(e @ RecoverError::NothingPending(_)) => {
+            eprintln!("kmsd: {e}");
+            0
+        }
+        Err(e) => {
+            eprintln!("kmsd: {e}");
+            1
+        }
+    }
 }

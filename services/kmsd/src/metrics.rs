@@ -72,6 +72,7 @@ struct Scraped {
     refused: IntCounterVec,
     decode_errors: IntCounterVec,
     raft_role: IntGaugeVec,
+    raft_membership_state: IntGaugeVec,
     raft_term: IntGauge,
     raft_has_leader: IntGauge,
     raft_leader_id: IntGaugeVec,
@@ -105,6 +106,9 @@ impl std::fmt::Debug for Metrics {
 
 /// Roles `kms_raft_role` always exports (one-hot).
 const ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdown"];
+
+/// States `kms_raft_membership_state` always exports (one-hot).
+const MEMBERSHIP_STATES: [&str; 3] = ["stable", "pending", "joint"];
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     r.register(Box::new(c.clone()))
@@ -199,6 +203,12 @@ impl Metrics {
             refused: counter_vec(&r, "kms_connections_refused_total", "Client connections refused or closed by access control, by reason.", &["reason"]),
             decode_errors: counter_vec(&r, "kms_decode_errors_total", "Malformed client input, by kind.", &["kind"]),
             raft_role: gauge_vec(&r, "kms_raft_role", "1 for this node's current Raft role.", &["role"]),
+            raft_membership_state: gauge_vec(
+                &r,
+                "kms_raft_membership_state",
+                "1 for the state of the membership in effect: stable, pending (not committed yet) or joint (a change under way).",
+                &["state"],
+            ),
             raft_term: gauge(&r, "kms_raft_term", "Current Raft term."),
             raft_has_leader: gauge(&r, "kms_raft_has_leader", "1 when this node knows a leader."),
             raft_leader_id: gauge_vec(&r, "kms_raft_leader_id", "Id of the known leader (absent when none).", &[]),
@@ -331,6 +341,17 @@ impl Scraped {
                 .with_label_values(&[role])
                 .set(i64::from(r.role == role));
         }
+        for state in MEMBERSHIP_STATES {
+            // Nodes that report no state (older peers' views) count as stable.
+            let now = if r.membership_state.is_empty() {
+                "stable"
+            } else {
+                r.membership_state.as_str()
+            };
+            self.raft_membership_state
+                .with_label_values(&[state])
+                .set(i64::from(now == state));
+        }
         self.raft_term.set(r.term as i64);
         self.raft_has_leader.set(i64::from(r.leader.is_some()));
         self.raft_leader_id.reset();
@@ -408,6 +429,7 @@ mod tests {
                 term: 4,
                 leader: Some(2),
                 last_log_index: Some(100),
+                membership_state: "joint".into(),
                 replication: [(1, Some(90)), (2, Some(100)), (3, None)]
                     .into_iter()
                     .collect(),
@@ -451,6 +473,14 @@ mod tests {
         );
         assert_eq!(value(&text, "kms_raft_role{role=\"leader\"}"), Some(1.0));
         assert_eq!(value(&text, "kms_raft_role{role=\"follower\"}"), Some(0.0));
+        assert_eq!(
+            value(&text, "kms_raft_membership_state{state=\"joint\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "kms_raft_membership_state{state=\"stable\"}"),
+            Some(0.0)
+        );
         assert_eq!(value(&text, "kms_raft_leader_id"), Some(2.0));
         assert_eq!(
             value(&text, "kms_raft_replication_lag_entries{follower=\"1\"}"),

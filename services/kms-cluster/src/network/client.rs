@@ -202,8 +202,9 @@ impl ClusterClient {
         Ok(())
     }
 
-    /// Adds node `id` at `addr` as a learner and waits until it caught up with the log. Must be
-    /// sent to the leader ([`NetError::NotLeader`] otherwise).
+    /// Adds node `id` at `addr` as a learner (returns once that is committed, without waiting
+    /// for the learner to catch up). Must be sent to the leader ([`NetError::NotLeader`]
+    /// otherwise).
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), NetError> {
         self.client()?
             .add_learner(pb::add_learner_request(id, addr))
@@ -215,10 +216,37 @@ impl ClusterClient {
     /// learners; removed voters are dropped, not kept as learners). Must be sent to the leader
     /// ([`NetError::NotLeader`] otherwise).
     pub async fn change_membership(&self, members: BTreeSet<NodeId>) -> Result<(), NetError> {
+        self.set_voters(members, false).await
+    }
+
+    /// Like [`ClusterClient::change_membership`] without the guard rails (a new voter need
+    /// not have received the log): for recovery drills and tests only, as it can wedge the
+    /// cluster in a joint configuration (see [`crate::membership`]).
+    pub async fn change_membership_forced(
+        &self,
+        members: BTreeSet<NodeId>,
+    ) -> Result<(), NetError> {
+        self.set_voters(members, true).await
+    }
+
+    async fn set_voters(&self, members: BTreeSet<NodeId>, force: bool) -> Result<(), NetError> {
         let members = members.into_iter().map(|id| (id, String::new())).collect();
-        self.client()?
-            .change_membership(pb::members_request(&members))
-            .await?;
+        let mut request = pb::members_request(&members);
+        request.force = force;
+        self.client()?.change_membership(request).await?;
+        Ok(())
+    }
+
+    /// Makes learner `id` a voter once it answers and has caught up; refused with the reason
+    /// otherwise (see [`crate::membership`]). Must be sent to the leader.
+    pub async fn promote(&self, id: NodeId) -> Result<(), NetError> {
+        self.client()?.promote(pb::node_request(id)).await?;
+        Ok(())
+    }
+
+    /// Removes node `id`, learner or voter (never the last voter). Must be sent to the leader.
+    pub async fn remove(&self, id: NodeId) -> Result<(), NetError> {
+        self.client()?.remove(pb::node_request(id)).await?;
         Ok(())
     }
 

@@ -250,6 +250,11 @@ impl ClusterNode {
         self.grpc_addr
     }
 
+    /// The mutual TLS of the cluster port (None: plain), for calls to other nodes.
+    pub fn tls(&self) -> Option<crate::network::TlsConfig> {
+        self.config.tls.clone()
+    }
+
     /// The Raft handle (membership changes, metrics).
     pub fn raft(&self) -> &Raft {
         &self.raft

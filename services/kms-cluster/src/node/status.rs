@@ -44,6 +44,7 @@ impl ClusterNode {
         } else {
             applied
         };
+        let membership_state = crate::membership::state_of(&m.membership_config, m.last_applied);
         kms_api::RaftView {
             node_id: m.id,
             role: self.role().to_string(),
@@ -65,6 +66,8 @@ impl ClusterNode {
             },
             incarnation: self.incarnation().to_string(),
             quarantined: self.in_quarantine(),
+            membership_state: membership_state.word().to_string(),
+            membership_detail: membership_state.to_string(),
         }
     }
 }

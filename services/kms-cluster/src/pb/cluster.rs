@@ -1,5 +1,5 @@
 //! The small requests of the `Cluster` service that carry plain values: the member map of
-//! `Initialize` / `ChangeMembership`, `AddLearner`, `TakeLeadership` and `Status`.
+//! `Initialize` / `ChangeMembership`, `AddLearner`, `Promote` / `Remove`, `TakeLeadership` and `Status`.
 //!
 //! Each builder writes [`SCHEMA_VERSION`]; each reader checks it first.
 
@@ -14,6 +14,7 @@ pub fn members_request(members: &BTreeMap<NodeId, String>) -> pb::MembersRequest
     pb::MembersRequest {
         schema_version: SCHEMA_VERSION,
         members: members.clone(),
+        force: false,
     }
 }
 
@@ -36,6 +37,20 @@ pub fn add_learner_request(node_id: NodeId, addr: &str) -> pb::AddLearnerRequest
 pub fn add_learner_from_pb(request: pb::AddLearnerRequest) -> Result<(NodeId, String), PbError> {
     check_schema_version(request.schema_version)?;
     Ok((request.node_id, request.addr))
+}
+
+/// The request of `Promote` / `Remove`: node `node_id`.
+pub fn node_request(node_id: NodeId) -> pb::NodeRequest {
+    pb::NodeRequest {
+        schema_version: SCHEMA_VERSION,
+        node_id,
+    }
+}
+
+/// The node id of a `NodeRequest`.
+pub fn node_from_pb(request: pb::NodeRequest) -> Result<NodeId, PbError> {
+    check_schema_version(request.schema_version)?;
+    Ok(request.node_id)
 }
 
 /// What a stopping leader asks of its successor (see [`crate::handover`]).

@@ -33,7 +33,7 @@ mod status;
 
 pub use cluster::{
     add_learner_from_pb, add_learner_request, check_status_request, members_from_pb,
-    members_request, status_request, TakeLeadership,
+    members_request, node_from_pb, node_request, status_request, TakeLeadership,
 };
 pub use commands::{decode_commands, encode_commands, forward_commands, forward_request};
 pub use error::{

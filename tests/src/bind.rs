@@ -54,7 +54,7 @@ impl Bind {
         let port = free_udp_tcp_port();
         std::fs::write(
             d.join("key.conf"),
-            format!("key \"{KEY_NAME}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{KEY_SECRET}\";\n}};\n"),
+            kms_dns::bind_key_file(KEY_NAME, kms_dns::TsigAlgorithm::HmacSha256, KEY_SECRET),
         )
         .expect("key");
         let mut zone_text = format!(

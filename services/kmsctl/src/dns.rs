@@ -9,27 +9,25 @@
 
 use crate::client::{ClientError, ConnectOptions, Connection, RequestSpec};
 use anyhow::{bail, Context};
-use base64::Engine as _;
+use kms_dns::{normalize_name, owner, parse_server, Secret, TsigKey, TsigSettings};
 use kms_protocol::client::BindOffer;
 use kms_protocol::products::Catalog;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The SRV service label Windows KMS clients query.
-pub const SERVICE: &str = "_vlmcs._tcp";
+/// kmsctl's names of its TSIG flags, for the messages of [`kms_dns`].
+const TSIG: TsigSettings = TsigSettings {
+    key_name: "--key-name",
+    secret: "--key-secret",
+    secret_file: "--key-file",
+    algorithm: "--key-algorithm",
+};
 
-/// TSIG algorithms accepted in rendered `nsupdate` scripts (BIND's names).
-pub const TSIG_ALGORITHMS: &[&str] = &[
-    "hmac-md5",
-    "hmac-sha1",
-    "hmac-sha224",
-    "hmac-sha256",
-    "hmac-sha384",
-    "hmac-sha512",
-];
+/// How messages name a node's target (it comes from `--node` or from `--file`).
+const TARGET: &str = "target (--node or --file)";
 
 /// One KMS host as an SRV record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,36 +63,6 @@ pub struct NodesFile {
     pub nodes: Vec<SrvNode>,
 }
 
-/// Checks a DNS host or domain name (letters, digits, `-`, `_`; labels 1..=63 bytes,
-/// name at most 253) and returns it in lower case without the trailing dot.
-pub fn normalize_name(what: &str, name: &str) -> anyhow::Result<String> {
-    let n = name.trim().trim_end_matches('.');
-    if n.is_empty() {
-        bail!("{what}: empty name");
-    }
-    if n.len() > 253 {
-        bail!("{what} {name:?}: longer than 253 characters");
-    }
-    if n.parse::<IpAddr>().is_ok() {
-        bail!("{what} {name:?}: must be a host name, not an IP address (SRV targets are names)");
-    }
-    for label in n.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            bail!("{what} {name:?}: each label must be 1..=63 characters");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            bail!("{what} {name:?}: only letters, digits, '-' and '_' are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            bail!("{what} {name:?}: a label may not start or end with '-'");
-        }
-    }
-    Ok(n.to_ascii_lowercase())
-}
-
 /// Parses `HOST:PORT:PRIORITY:WEIGHT` (port, priority and weight may be omitted from the
 /// right: defaults 1688, 0, 0).
 pub fn parse_node(s: &str) -> anyhow::Result<SrvNode> {
@@ -126,7 +94,7 @@ pub fn validate_nodes(nodes: &[SrvNode]) -> anyhow::Result<Vec<SrvNode>> {
     }
     let mut out: Vec<SrvNode> = Vec::new();
     for n in nodes {
-        let target = normalize_name("target", &n.target)?;
+        let target = normalize_name(TARGET, &n.target)?;
         if n.port == 0 {
             bail!("target {target}: port must be 1..=65535");
         }
@@ -141,64 +109,6 @@ pub fn validate_nodes(nodes: &[SrvNode]) -> anyhow::Result<Vec<SrvNode>> {
     Ok(out)
 }
 
-/// TSIG key for an `nsupdate` script.
-#[derive(Debug, Clone)]
-pub struct TsigKey {
-    /// Key name (as in the server's `key "NAME" { ... }`).
-    pub name: String,
-    /// Base64 secret.
-    pub secret: String,
-    /// Algorithm, e.g. `hmac-sha256`.
-    pub algorithm: String,
-}
-
-impl TsigKey {
-    /// Validates name, secret (base64) and algorithm.
-    pub fn new(name: &str, secret: &str, algorithm: &str) -> anyhow::Result<Self> {
-        let name = normalize_name("--key-name", name)?;
-        let secret = secret.trim();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(secret)
-            .map_err(|e| anyhow::anyhow!("--key-secret is not valid base64: {e}"))?;
-        if bytes.is_empty() {
-            bail!("--key-secret is empty");
-        }
-        let algorithm = algorithm.trim().to_ascii_lowercase();
-        if !TSIG_ALGORITHMS.contains(&algorithm.as_str()) {
-            bail!(
-                "--key-algorithm {algorithm:?}: expected one of {}",
-                TSIG_ALGORITHMS.join(", ")
-            );
-        }
-        Ok(Self {
-            name,
-            secret: secret.to_string(),
-            algorithm,
-        })
-    }
-}
-
-/// Parses `IP` or `IP:PORT` (`[v6]:PORT`); the port defaults to 53.
-pub fn parse_server(s: &str) -> anyhow::Result<SocketAddr> {
-    let s = s.trim();
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    bail!("server {s:?}: expected IP or IP:PORT (e.g. 10.0.0.53 or 10.0.0.53:53)")
-}
-
-/// Fully qualified owner name of the SRV records for `domain`.
-pub fn owner(domain: &str) -> String {
-    format!("{SERVICE}.{domain}.")
-}
-
 /// Zone-file lines for the nodes (in priority, then weight order).
 pub fn zone_lines(domain: &str, ttl: u32, nodes: &[SrvNode]) -> String {
     let mut sorted = nodes.to_vec();
@@ -210,14 +120,10 @@ pub fn zone_lines(domain: &str, ttl: u32, nodes: &[SrvNode]) -> String {
     });
     let mut s = String::new();
     for n in &sorted {
-        s.push_str(&format!(
-            "{} {ttl} IN SRV {} {} {} {}.\n",
-            owner(domain),
-            n.priority,
-            n.weight,
-            n.port,
-            n.target
+        s.push_str(&kms_dns::srv_line(
+            domain, ttl, n.priority, n.weight, n.port, &n.target,
         ));
+        s.push('\n');
     }
     s
 }
@@ -237,7 +143,12 @@ pub fn nsupdate_script(
     }
     s.push_str(&format!("zone {zone}.\n"));
     if let Some(k) = key {
-        s.push_str(&format!("key {}:{} {}\n", k.algorithm, k.name, k.secret));
+        s.push_str(&format!(
+            "key {}:{} {}\n",
+            k.algorithm(),
+            k.name(),
+            k.secret_base64()
+        ));
     }
     s.push_str(&format!("update delete {} SRV\n", owner(domain)));
     for line in zone_lines(domain, ttl, nodes).lines() {
@@ -396,7 +307,7 @@ pub struct CheckOptions {
 
 /// Resolves, orders and tries every target. Returns the targets in client order.
 pub async fn check(opts: &CheckOptions) -> anyhow::Result<Vec<TargetResult>> {
-    let domain = normalize_name("domain", &opts.domain)?;
+    let domain = normalize_name("DOMAIN", &opts.domain)?;
     let records = lookup_srv(&domain, opts.server).await?;
     let mut rng = match opts.seed {
         Some(s) => rand::rngs::StdRng::seed_from_u64(s),
@@ -571,10 +482,15 @@ pub struct RenderArgs {
     /// TSIG key name for the nsupdate script.
     #[arg(long)]
     pub key_name: Option<String>,
-    /// TSIG secret (base64).
-    #[arg(long)]
+    /// TSIG secret (base64, or the text of a BIND key file).
+    #[arg(long, conflicts_with = "key_file")]
     pub key_secret: Option<String>,
-    /// TSIG algorithm.
+    /// File with the TSIG secret: base64, or a BIND key file (`tsig-keygen` output; its
+    /// key name and algorithm must match --key-name and --key-algorithm).
+    #[arg(long)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// TSIG algorithm: hmac-sha256, hmac-sha384 or hmac-sha512 (hmac-md5 and hmac-sha1
+    /// are refused).
     #[arg(long, default_value = "hmac-sha256")]
     pub key_algorithm: String,
 }
@@ -617,30 +533,34 @@ pub fn render_cmd(a: &RenderArgs) -> anyhow::Result<String> {
         .clone()
         .or(file.domain.clone())
         .context("--domain is required (or `domain` in --file)")?;
-    let domain = normalize_name("domain", &domain)?;
-    let ttl = a.ttl.or(file.ttl).unwrap_or(3600);
-    if ttl > i32::MAX as u32 {
-        bail!("--ttl must be at most {}", i32::MAX);
-    }
+    let domain = normalize_name("--domain", &domain)?;
+    let ttl = kms_dns::ttl("--ttl", a.ttl.or(file.ttl).unwrap_or(3600).into())?;
     let mut nodes = file.nodes.clone();
     for n in &a.nodes {
         nodes.push(parse_node(n)?);
     }
     let nodes = validate_nodes(&nodes)?;
     let zone_text = zone_lines(&domain, ttl, &nodes);
-    let key = match (&a.key_name, &a.key_secret) {
-        (Some(n), Some(s)) => Some(TsigKey::new(n, s, &a.key_algorithm)?),
+    let secret = match (&a.key_secret, &a.key_file) {
+        (Some(s), _) => Some(Secret::Inline(s)),
+        (None, Some(p)) => Some(Secret::File(p)),
         (None, None) => None,
-        _ => bail!("--key-name and --key-secret go together"),
     };
-    let server = a.server.as_deref().map(parse_server).transpose()?;
+    let key = match (&a.key_name, secret) {
+        (Some(n), Some(s)) => Some(TsigKey::new(&TSIG, n, &a.key_algorithm, s)?),
+        (None, None) => None,
+        _ => bail!("--key-name and --key-secret (or --key-file) go together"),
+    };
+    let server = a
+        .server
+        .as_deref()
+        .map(|s| parse_server("--server", s))
+        .transpose()?;
     let zone = match &a.zone {
-        Some(z) => normalize_name("zone", z)?,
+        Some(z) => normalize_name("--zone", z)?,
         None => domain.clone(),
     };
-    if domain != zone && !domain.ends_with(&format!(".{zone}")) {
-        bail!("domain {domain} is not inside zone {zone}");
-    }
+    kms_dns::check_in_zone("--domain", &domain, "--zone", &zone)?;
     if a.nsupdate {
         // Only the script, so that `kmsctl dns render ... --nsupdate | nsupdate` works.
         return Ok(format!(
@@ -666,7 +586,11 @@ pub async fn run(cmd: DnsCmd) -> anyhow::Result<i32> {
         DnsCmd::Check(a) => {
             let opts = CheckOptions {
                 domain: a.domain.clone(),
-                server: a.server.as_deref().map(parse_server).transpose()?,
+                server: a
+                    .server
+                    .as_deref()
+                    .map(|s| parse_server("--server", s))
+                    .transpose()?,
                 seed: a.seed,
                 product: a.product.clone(),
                 timeout: Duration::from_millis(a.timeout_ms),
@@ -787,13 +711,19 @@ mod tests {
             "_vlmcs._tcp.campus.example. 3600 IN SRV 0 100 1688 kms1.campus.example.\n\
              _vlmcs._tcp.campus.example. 3600 IN SRV 10 50 1688 kms2.campus.example.\n"
         );
-        let key = TsigKey::new("kms-key", "c2VjcmV0c2VjcmV0", "HMAC-SHA256").unwrap();
+        let key = TsigKey::new(
+            &TSIG,
+            "kms-key",
+            "HMAC-SHA256",
+            Secret::Inline("c2VjcmV0c2VjcmV0"),
+        )
+        .unwrap();
         let s = nsupdate_script(
             "campus.example",
             "campus.example",
             3600,
             &nodes,
-            Some(parse_server("10.0.0.53").unwrap()),
+            Some(parse_server("--server", "10.0.0.53").unwrap()),
             Some(&key),
         );
         assert!(s.starts_with("server 10.0.0.53 53\nzone campus.example.\nkey hmac-sha256:kms-key c2VjcmV0c2VjcmV0\nupdate delete _vlmcs._tcp.campus.example. SRV\nupdate add _vlmcs._tcp.campus.example. 3600 IN SRV 0 100"), "{s}");
@@ -815,12 +745,11 @@ mod tests {
             parse_node("A.example.").unwrap()
         ])
         .is_err());
-        assert!(TsigKey::new("k", "not base64!", "hmac-sha256").is_err());
-        assert!(TsigKey::new("k", "c2VjcmV0", "hmac-foo").is_err());
-        assert!(parse_server("dns.example").is_err());
-        assert_eq!(
-            parse_server("127.0.0.1:5353").unwrap(),
-            "127.0.0.1:5353".parse().unwrap()
+        let e = validate_nodes(&[parse_node("bad name:1688").unwrap()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("target (--node or --file) \"bad name\""),
+            "{e}"
         );
     }
 
@@ -834,5 +763,107 @@ mod tests {
         assert_eq!(f.nodes[0].port, 1688);
         assert_eq!(f.nodes[1].port, 1700);
         assert!(toml::from_str::<NodesFile>("[[node]]\ntarget = \"a\"\nprio = 1\n").is_err());
+    }
+
+    fn render_args() -> RenderArgs {
+        RenderArgs {
+            domain: Some("Campus.Example.".into()),
+            nodes: vec!["kms1.campus.example".into()],
+            file: None,
+            ttl: None,
+            nsupdate: true,
+            zone: None,
+            server: Some("[::1]".into()),
+            key_name: Some("kms-key".into()),
+            key_secret: Some("c2VjcmV0".into()),
+            key_file: None,
+            key_algorithm: "hmac-sha256".into(),
+        }
+    }
+
+    #[test]
+    fn render_applies_the_shared_rules() {
+        let s = render_cmd(&render_args()).unwrap();
+        assert!(s.contains("server ::1 53\nzone campus.example.\n"), "{s}");
+        assert!(s.contains("key hmac-sha256:kms-key c2VjcmV0\n"), "{s}");
+        for alg in ["hmac-md5", "hmac-sha1"] {
+            let e = render_cmd(&RenderArgs {
+                key_algorithm: alg.into(),
+                ..render_args()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with(&format!("--key-algorithm {alg:?}: refused"))
+                    && e.contains("hmac-sha256, hmac-sha384, hmac-sha512"),
+                "{e}"
+            );
+        }
+        let bad = |a: RenderArgs, start: &str| {
+            let e = render_cmd(&a).unwrap_err().to_string();
+            assert!(e.starts_with(start), "{e}");
+        };
+        bad(
+            RenderArgs {
+                ttl: Some(0),
+                ..render_args()
+            },
+            "--ttl 0: must be 1..=2147483647",
+        );
+        bad(
+            RenderArgs {
+                server: Some("dns.example".into()),
+                ..render_args()
+            },
+            "--server \"dns.example\"",
+        );
+        bad(
+            RenderArgs {
+                key_secret: Some("!!".into()),
+                ..render_args()
+            },
+            "--key-secret: the TSIG secret is not valid base64",
+        );
+        bad(
+            RenderArgs {
+                zone: Some("other.example".into()),
+                ..render_args()
+            },
+            "--domain campus.example is not inside --zone other.example",
+        );
+        bad(
+            RenderArgs {
+                key_secret: None,
+                ..render_args()
+            },
+            "--key-name and --key-secret (or --key-file) go together",
+        );
+    }
+
+    #[test]
+    fn render_reads_a_bind_key_file() {
+        use kms_dns::TsigAlgorithm;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms-key.conf");
+        let text = kms_dns::bind_key_file("kms-key", TsigAlgorithm::HmacSha384, "c2VjcmV0");
+        std::fs::write(&path, text).unwrap();
+        let a = RenderArgs {
+            key_secret: None,
+            key_file: Some(path),
+            key_algorithm: "hmac-sha384".into(),
+            ..render_args()
+        };
+        let s = render_cmd(&a).unwrap();
+        assert!(s.contains("key hmac-sha384:kms-key c2VjcmV0\n"), "{s}");
+        let e = render_cmd(&RenderArgs {
+            key_algorithm: "hmac-sha256".into(),
+            ..a
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--key-file: the key file says algorithm \"hmac-sha384\""),
+            "{e}"
+        );
     }
 }

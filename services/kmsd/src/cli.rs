@@ -213,13 +213,14 @@ pub struct Args {
     /// TSIG key name.
     #[arg(long, env = "KMSD_DNS_TSIG_KEY_NAME")]
     pub dns_tsig_key_name: Option<String>,
-    /// TSIG secret (base64).
+    /// TSIG secret (base64, or the text of a BIND key file).
     #[arg(long, env = "KMSD_DNS_TSIG_SECRET", hide_env_values = true)]
     pub dns_tsig_secret: Option<String>,
-    /// File holding the TSIG secret.
+    /// File holding the TSIG secret (base64, or a BIND key file).
     #[arg(long, env = "KMSD_DNS_TSIG_SECRET_FILE")]
     pub dns_tsig_secret_file: Option<PathBuf>,
-    /// TSIG algorithm (hmac-sha256, hmac-sha384, hmac-sha512).
+    /// TSIG algorithm (hmac-sha256, hmac-sha384, hmac-sha512; hmac-md5 and hmac-sha1 are
+    /// refused).
     #[arg(long, env = "KMSD_DNS_TSIG_ALGORITHM")]
     pub dns_tsig_algorithm: Option<String>,
     /// Print the effective configuration as TOML and exit.

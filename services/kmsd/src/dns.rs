@@ -8,16 +8,14 @@
 //! retried; they never stop the daemon.
 
 use crate::config::{Config, ConfigError};
-use base64::Engine as _;
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::proto::op::ResponseCode;
-use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_net::proto::rr::rdata::SRV;
 use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use kms_dns::{Secret, TsigAlgorithm, TsigKey, TsigSettings};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -29,6 +27,14 @@ const MAX_REFRESH: Duration = Duration::from_secs(600);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// kmsd's names of its TSIG settings, for the messages of [`kms_dns`].
+const TSIG: TsigSettings = TsigSettings {
+    key_name: "dns_tsig_key_name",
+    secret: "dns_tsig_secret",
+    secret_file: "dns_tsig_secret_file",
+    algorithm: "dns_tsig_algorithm",
+};
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -36,88 +42,45 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses `IP` or `IP:PORT` (`[v6]:PORT`), port 53 by default.
-pub fn parse_server(s: &str) -> Option<SocketAddr> {
-    let s = s.trim();
-    s.parse::<SocketAddr>().ok().or_else(|| {
-        s.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, 53))
+/// Zone, owner and target of the record, checked by [`kms_dns`]'s rules.
+struct Names {
+    zone: Name,
+    owner: Name,
+    target: Name,
+    /// Normalized domain and target, for the zone-file line.
+    domain: String,
+    target_text: String,
+}
+
+fn names(cfg: &Config) -> Result<Names, ConfigError> {
+    let required = |key: &'static str, v: &Option<String>| -> Result<String, ConfigError> {
+        v.clone()
+            .ok_or_else(|| invalid(key, "required when dns_publish is on"))
+    };
+    let zone = kms_dns::normalize_name("dns_zone", &required("dns_zone", &cfg.dns_zone)?)?;
+    let domain = match &cfg.dns_domain {
+        Some(d) => kms_dns::normalize_name("dns_domain", d)?,
+        None => zone.clone(),
+    };
+    kms_dns::check_in_zone("dns_domain", &domain, "dns_zone", &zone)?;
+    let target_text =
+        kms_dns::normalize_name("dns_target", &required("dns_target", &cfg.dns_target)?)?;
+    Ok(Names {
+        zone: kms_dns::dns_name("dns_zone", &zone)?,
+        owner: kms_dns::owner_name("dns_domain", &domain)?,
+        target: kms_dns::dns_name("dns_target", &target_text)?,
+        domain,
+        target_text,
     })
 }
 
-fn parse_name(key: &'static str, s: &str) -> Result<Name, ConfigError> {
-    let t = s.trim().trim_end_matches('.');
-    if t.is_empty() {
-        return Err(invalid(key, "must not be empty"));
-    }
-    if t.parse::<IpAddr>().is_ok() {
-        return Err(invalid(
-            key,
-            format!("{s:?} must be a DNS name, not an IP address"),
-        ));
-    }
-    if !t.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    }) {
-        return Err(invalid(
-            key,
-            format!("{s:?} is not a valid DNS name (letters, digits, '-', '_', dots)"),
-        ));
-    }
-    let mut n = Name::from_ascii(t).map_err(|e| invalid(key, format!("{s:?}: {e}")))?;
-    n.set_fqdn(true);
-    Ok(n.to_lowercase())
-}
-
-fn algorithm(s: &str) -> Result<TsigAlgorithm, ConfigError> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "hmac-sha256" => Ok(TsigAlgorithm::HmacSha256),
-        "hmac-sha384" => Ok(TsigAlgorithm::HmacSha384),
-        "hmac-sha512" => Ok(TsigAlgorithm::HmacSha512),
-        other => Err(invalid(
-            "dns_tsig_algorithm",
-            format!("{other:?}: expected hmac-sha256, hmac-sha384 or hmac-sha512"),
-        )),
-    }
-}
-
-fn decode_secret(key: &'static str, text: &str) -> Result<Vec<u8>, ConfigError> {
-    // Accept a BIND key file (`secret "...";`) as well as the bare base64 secret.
-    let b64 = match text.find("secret") {
-        Some(i) => text[i + 6..]
-            .split('"')
-            .nth(1)
-            .ok_or_else(|| invalid(key, "BIND key file without a quoted secret"))?,
-        None => text.trim(),
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|e| invalid(key, format!("not valid base64: {e}")))?;
-    if bytes.is_empty() {
-        return Err(invalid(key, "empty secret"));
-    }
-    Ok(bytes)
-}
-
-/// Checks the `dns_*` settings (called by [`Config::validate`]).
+/// Checks the `dns_*` settings (called by [`Config::validate`]). A secret file is read
+/// only when publishing starts ([`Publication::from_config`]).
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    if cfg.dns_ttl == 0 || cfg.dns_ttl > i32::MAX as u32 {
-        return Err(invalid("dns_ttl", "must be 1..=2147483647 seconds"));
-    }
-    algorithm(&cfg.dns_tsig_algorithm)?;
+    kms_dns::ttl("dns_ttl", cfg.dns_ttl.into())?;
+    TsigAlgorithm::parse(TSIG.algorithm, &cfg.dns_tsig_algorithm)?;
     if let Some(s) = &cfg.dns_server {
-        if parse_server(s).is_none() {
-            return Err(invalid(
-                "dns_server",
-                format!("{s:?} is not IP or IP:PORT (e.g. 10.0.0.53 or 10.0.0.53:53)"),
-            ));
-        }
+        kms_dns::parse_server("dns_server", s)?;
     }
     if cfg.dns_tsig_secret.is_some() && cfg.dns_tsig_secret_file.is_some() {
         return Err(invalid(
@@ -126,10 +89,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     if let Some(s) = &cfg.dns_tsig_secret {
-        decode_secret("dns_tsig_secret", s)?;
+        kms_dns::decode_secret(TSIG.secret, s)?;
     }
     if let Some(n) = &cfg.dns_tsig_key_name {
-        parse_name("dns_tsig_key_name", n)?;
+        kms_dns::normalize_name(TSIG.key_name, n)?;
+        if let Some(s) = &cfg.dns_tsig_secret {
+            // An inline BIND key file must name this key and algorithm.
+            TsigKey::new(&TSIG, n, &cfg.dns_tsig_algorithm, Secret::Inline(s))?;
+        }
     }
     let has_secret = cfg.dns_tsig_secret.is_some() || cfg.dns_tsig_secret_file.is_some();
     if cfg.dns_tsig_key_name.is_some() != has_secret {
@@ -144,28 +111,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if cfg.dns_server.is_none() {
         return Err(invalid("dns_server", "required when dns_publish is on"));
     }
-    let zone = parse_name(
-        "dns_zone",
-        cfg.dns_zone
-            .as_deref()
-            .ok_or_else(|| invalid("dns_zone", "required when dns_publish is on"))?,
-    )?;
-    let domain = match &cfg.dns_domain {
-        Some(d) => parse_name("dns_domain", d)?,
-        None => zone.clone(),
-    };
-    if !zone.zone_of(&domain) {
-        return Err(invalid(
-            "dns_domain",
-            format!("{domain} is not inside dns_zone {zone}"),
-        ));
-    }
-    parse_name(
-        "dns_target",
-        cfg.dns_target
-            .as_deref()
-            .ok_or_else(|| invalid("dns_target", "required when dns_publish is on"))?,
-    )?;
+    names(cfg)?;
     Ok(())
 }
 
@@ -184,6 +130,8 @@ pub struct Publication {
     pub ttl: u32,
     /// TSIG signer, if any.
     pub signer: Option<TSigner>,
+    /// The record as a zone-file line.
+    line: String,
 }
 
 impl std::fmt::Debug for Publication {
@@ -201,63 +149,50 @@ impl std::fmt::Debug for Publication {
 }
 
 impl Publication {
-    /// Builds the publication from a validated configuration and the KMS port.
+    /// Builds the publication from a validated configuration and the KMS port; reads
+    /// the secret file.
     pub fn from_config(cfg: &Config, port: u16) -> Result<Self, ConfigError> {
         validate(cfg)?;
-        let server = cfg
-            .dns_server
-            .as_deref()
-            .and_then(parse_server)
-            .ok_or_else(|| invalid("dns_server", "required when dns_publish is on"))?;
-        let zone = parse_name("dns_zone", cfg.dns_zone.as_deref().unwrap_or_default())?;
-        let domain = match &cfg.dns_domain {
-            Some(d) => parse_name("dns_domain", d)?,
-            None => zone.clone(),
-        };
-        let owner = Name::from_ascii("_vlmcs._tcp")
-            .and_then(|n| n.append_domain(&domain))
-            .map_err(|e| invalid("dns_domain", e.to_string()))?;
-        let target = parse_name("dns_target", cfg.dns_target.as_deref().unwrap_or_default())?;
+        let server = kms_dns::parse_server("dns_server", cfg.dns_server.as_deref().unwrap_or(""))?;
+        let names = names(cfg)?;
         let signer = match &cfg.dns_tsig_key_name {
             None => None,
             Some(name) => {
                 let secret = match (&cfg.dns_tsig_secret, &cfg.dns_tsig_secret_file) {
-                    (Some(s), _) => decode_secret("dns_tsig_secret", s)?,
-                    (None, Some(p)) => read_secret_file(p)?,
-                    (None, None) => unreachable!("validated"),
+                    (Some(s), _) => Secret::Inline(s),
+                    (None, Some(p)) => Secret::File(p),
+                    (None, None) => {
+                        return Err(invalid(
+                            "dns_tsig_key_name",
+                            "needs dns_tsig_secret or dns_tsig_secret_file",
+                        ))
+                    }
                 };
-                Some(
-                    TSigner::new(
-                        secret,
-                        algorithm(&cfg.dns_tsig_algorithm)?,
-                        parse_name("dns_tsig_key_name", name)?,
-                        300,
-                    )
-                    .map_err(|e| invalid("dns_tsig_algorithm", e.to_string()))?,
-                )
+                let key = TsigKey::new(&TSIG, name, &cfg.dns_tsig_algorithm, secret)?;
+                Some(key.signer(&TSIG)?)
             }
         };
         Ok(Self {
             server,
-            zone,
-            owner,
-            srv: SRV::new(cfg.dns_priority, cfg.dns_weight, port, target),
+            zone: names.zone,
+            owner: names.owner,
+            srv: SRV::new(cfg.dns_priority, cfg.dns_weight, port, names.target),
             ttl: cfg.dns_ttl,
             signer,
+            line: kms_dns::srv_line(
+                &names.domain,
+                cfg.dns_ttl,
+                cfg.dns_priority,
+                cfg.dns_weight,
+                port,
+                &names.target_text,
+            ),
         })
     }
 
     /// The record as a zone-file line.
     pub fn record_text(&self) -> String {
-        format!(
-            "{} {} IN SRV {} {} {} {}",
-            self.owner,
-            self.ttl,
-            self.srv.priority,
-            self.srv.weight,
-            self.srv.port,
-            self.srv.target
-        )
+        self.line.clone()
     }
 
     fn record(&self, srv: SRV) -> Record {
@@ -370,16 +305,6 @@ impl Publication {
     pub fn refresh(&self) -> Duration {
         Duration::from_secs((self.ttl / 2).max(1) as u64).min(MAX_REFRESH)
     }
-}
-
-fn read_secret_file(p: &Path) -> Result<Vec<u8>, ConfigError> {
-    let text = std::fs::read_to_string(p).map_err(|e| {
-        invalid(
-            "dns_tsig_secret_file",
-            format!("cannot read {}: {e}", p.display()),
-        )
-    })?;
-    decode_secret("dns_tsig_secret_file", &text)
 }
 
 /// A running publisher.
@@ -582,9 +507,80 @@ mod tests {
     }
 
     #[test]
-    fn secret_from_bind_key_file() {
-        let text = "key \"kms-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n";
-        assert_eq!(decode_secret("k", text).unwrap(), b"secret");
-        assert_eq!(decode_secret("k", " c2VjcmV0\n").unwrap(), b"secret");
+    fn tsig_rules_are_kms_dns_rules() {
+        for alg in ["hmac-md5", "hmac-sha1"] {
+            let e = Config {
+                dns_tsig_algorithm: alg.into(),
+                ..base()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "invalid setting dns_tsig_algorithm {alg:?}: refused"
+                )) && e.contains("hmac-sha256, hmac-sha384, hmac-sha512"),
+                "{e}"
+            );
+        }
+        for alg in ["hmac-sha256", "HMAC-SHA384", "hmac-sha512"] {
+            let p = Publication::from_config(
+                &Config {
+                    dns_tsig_algorithm: alg.into(),
+                    ..base()
+                },
+                1688,
+            )
+            .unwrap();
+            let signer = p.signer.unwrap();
+            assert_eq!(signer.signer_name().to_string(), "kms-key.");
+            assert_eq!(
+                signer.algorithm().to_name().to_string(),
+                alg.to_ascii_lowercase()
+            );
+        }
+        // A BIND key file for another algorithm is refused when publishing starts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms-key.conf");
+        let text = kms_dns::bind_key_file("kms-key", TsigAlgorithm::HmacSha512, "c2VjcmV0");
+        std::fs::write(&path, text).unwrap();
+        let c = Config {
+            dns_tsig_secret: None,
+            dns_tsig_secret_file: Some(path),
+            ..base()
+        };
+        c.validate().unwrap();
+        let e = Publication::from_config(&c, 1688).unwrap_err().to_string();
+        assert!(
+            e.contains("dns_tsig_secret_file")
+                && e.contains("hmac-sha512")
+                && e.contains("dns_tsig_algorithm"),
+            "{e}"
+        );
+        // Names: upper case and a trailing dot are normalized; a 64-character label is not.
+        let p = Publication::from_config(
+            &Config {
+                dns_zone: Some("Campus.Test.".into()),
+                dns_target: Some("KMS1.campus.test.".into()),
+                ..base()
+            },
+            1688,
+        )
+        .unwrap();
+        assert_eq!(
+            p.record_text(),
+            "_vlmcs._tcp.campus.test. 3600 IN SRV 10 50 1688 kms1.campus.test."
+        );
+        let e = Config {
+            dns_target: Some(format!("{}.campus.test", "a".repeat(64))),
+            ..base()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("invalid setting dns_target \"aaa") && e.contains("1..=63"),
+            "{e}"
+        );
     }
 }

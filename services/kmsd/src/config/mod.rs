@@ -36,6 +36,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A `dns_*` setting breaks a rule of [`kms_dns`] (the message names the setting).
+    #[error("invalid setting {0}")]
+    Dns(#[from] kms_dns::DnsError),
     /// The product catalog extension file is invalid.
     #[error("product catalog file {path}: {message}")]
     Catalog {
@@ -221,11 +224,13 @@ pub struct Config {
     pub dns_ttl: u32,
     /// TSIG key name (as in the server's `key "NAME" { ... }`); none: unsigned updates.
     pub dns_tsig_key_name: Option<String>,
-    /// TSIG secret, base64.
+    /// TSIG secret, base64 (or the text of a BIND key file).
     pub dns_tsig_secret: Option<String>,
-    /// File holding the TSIG secret (base64, or a BIND key file with `secret "...";`).
+    /// File holding the TSIG secret (base64, or a BIND key file naming the same key and
+    /// algorithm).
     pub dns_tsig_secret_file: Option<PathBuf>,
-    /// TSIG algorithm: hmac-sha256 (default), hmac-sha384 or hmac-sha512.
+    /// TSIG algorithm: hmac-sha256 (default), hmac-sha384 or hmac-sha512 (the set
+    /// [`kms_dns::TsigAlgorithm`] accepts; hmac-md5 and hmac-sha1 are refused).
     pub dns_tsig_algorithm: String,
 }
 

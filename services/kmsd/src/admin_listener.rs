@@ -186,6 +186,9 @@ async fn connection(
         // While a request is handled there is no deadline: look again after a while.
         let wake = due.map_or(now + limits.idle_timeout, |(at, _)| at);
         tokio::select! {
+            // The connection first: bytes that are already here (say, after the runtime
+            // was stalled past a deadline) are parsed before the deadline is judged.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "admin connection ended with an error");

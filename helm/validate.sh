@@ -235,6 +235,7 @@ rejected=(
     "zero replicas|at '/replicas'|--set replicas=0"
     "anti-affinity preset|at '/podAntiAffinity'|--set podAntiAffinity=always"
     "max_pdu_bytes below kmsd's minimum|at '/config/max_pdu_bytes'|--set config.max_pdu_bytes=10"
+    "admin connection cap of zero|at '/config/admin_max_connections'|--set config.admin_max_connections=0"
     "string where an integer is needed|at '/config/renewal_interval'|--set-string config.renewal_interval=abc"
     "client CIDR that is not a CIDR|at '/networkPolicy/clientCIDRs/0'|--set networkPolicy.clientCIDRs[0]=campus"
     "election timeout not above heartbeat|election_timeout_ms must be larger|--set config.election_timeout_ms=100"

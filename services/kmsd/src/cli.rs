@@ -25,6 +25,18 @@ pub struct Args {
     /// File holding the admin API token.
     #[arg(long, env = "KMSD_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Time an admin client has to send a whole request header, ms.
+    #[arg(long, env = "KMSD_ADMIN_HEADER_TIMEOUT_MS")]
+    pub admin_header_timeout_ms: Option<u64>,
+    /// Time an admin connection may stay open without a request, ms.
+    #[arg(long, env = "KMSD_ADMIN_IDLE_TIMEOUT_MS")]
+    pub admin_idle_timeout_ms: Option<u64>,
+    /// Largest admin request header, bytes (larger: 431).
+    #[arg(long, env = "KMSD_ADMIN_MAX_HEADER_BYTES")]
+    pub admin_max_header_bytes: Option<usize>,
+    /// Simultaneous admin connections (beyond: closed at once).
+    #[arg(long, env = "KMSD_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
     /// Audit log file (JSON lines); default: audit events go to the log.
     #[arg(long, env = "KMSD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
@@ -307,6 +319,10 @@ impl Args {
             cfg,
             self,
             admin_listen,
+            admin_header_timeout_ms,
+            admin_idle_timeout_ms,
+            admin_max_header_bytes,
+            admin_max_connections,
             data_dir,
             licensed_groups,
             activation_interval,
@@ -431,6 +447,35 @@ mod tests {
         assert_eq!(off.resolve().unwrap().watchdog_stall_secs, 0);
         let bad = Args::try_parse_from(["kmsd", "--watchdog-abort-secs", "3"]).unwrap();
         assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn admin_listener_flags() {
+        let args = Args::try_parse_from([
+            "kmsd",
+            "--admin-header-timeout-ms",
+            "1000",
+            "--admin-idle-timeout-ms",
+            "3000",
+            "--admin-max-header-bytes",
+            "4096",
+            "--admin-max-connections",
+            "4",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (
+                c.admin_header_timeout_ms,
+                c.admin_idle_timeout_ms,
+                c.admin_max_header_bytes,
+                c.admin_max_connections
+            ),
+            (1000, 3000, 4096, 4)
+        );
+        let zero = Args::try_parse_from(["kmsd", "--admin-max-connections", "0"]).unwrap();
+        let msg = zero.resolve().unwrap_err().to_string();
+        assert!(msg.contains("admin_max_connections"), "{msg}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`service`]: the activation policy (licensed groups, checks, ePID, answer).
 //! - [`listener`]: TCP 1688 accept loop and per-connection protocol loop with limits.
 //! - [`admin`]: the admin HTTP API (optional bearer token); [`report`] builds its documents.
+//! - [`admin_listener`]: the admin port's accept loop with its limits (connection cap,
+//!   header and idle timeouts, header size).
 //! - [`audit`]: the audit log (membership changes, config reloads, auth failures).
 //! - [`discovery`]: Kubernetes peer discovery and membership reconciliation.
 //! - [`dns`]: publishing this node's `_vlmcs._tcp` SRV record (RFC 2136 + TSIG).
@@ -23,6 +25,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_listener;
 pub mod audit;
 pub mod backend;
 pub mod cli;
@@ -380,13 +383,13 @@ pub async fn run_with(
             source: std::io::Error::other("no KMS listener could be bound"),
         });
     }
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+    let admin_socket = tokio::net::TcpListener::bind(cfg.admin_listen)
         .await
         .map_err(|source| DaemonError::Bind {
             addr: cfg.admin_listen,
             source,
         })?;
-    let admin_addr = admin_listener.local_addr().unwrap_or(cfg.admin_listen);
+    let admin_addr = admin_socket.local_addr().unwrap_or(cfg.admin_listen);
 
     let port = kms_addrs.first().map(|a| a.port()).unwrap_or(1688);
     let ctx = Listener::new(
@@ -459,21 +462,17 @@ pub async fn run_with(
         metrics: metrics.clone(),
         health: health.clone(),
     };
-    let mut admin_stop = stop_rx.clone();
     let admin_app = admin::protect(
         admin::router(admin_state),
         admin::AdminAuth::new(admin_token.as_deref(), audit.clone()),
     );
-    let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(
-            admin_listener,
-            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = admin_stop.changed().await;
-        })
-        .await;
-    });
+    let admin_task = tokio::spawn(admin_listener::serve(
+        admin_socket,
+        admin_app,
+        admin_listener::AdminLimits::from_config(&cfg),
+        counters.clone(),
+        stop_rx.clone(),
+    ));
     let bound = Bound {
         kms: kms_addrs.clone(),
         admin: admin_addr,

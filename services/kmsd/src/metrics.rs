@@ -71,6 +71,9 @@ struct Scraped {
     timeouts: IntCounterVec,
     refused: IntCounterVec,
     decode_errors: IntCounterVec,
+    admin_open: IntGauge,
+    admin_refused: IntCounter,
+    admin_timeouts: IntCounterVec,
     raft_role: IntGaugeVec,
     raft_membership_state: IntGaugeVec,
     raft_term: IntGauge,
@@ -202,6 +205,9 @@ impl Metrics {
             timeouts: counter_vec(&r, "kms_connection_timeouts_total", "Client connections closed by a timeout.", &["kind"]),
             refused: counter_vec(&r, "kms_connections_refused_total", "Client connections refused or closed by access control, by reason.", &["reason"]),
             decode_errors: counter_vec(&r, "kms_decode_errors_total", "Malformed client input, by kind.", &["kind"]),
+            admin_open: gauge(&r, "kms_admin_open_connections", "Admin API connections open now."),
+            admin_refused: reg(&r, IntCounter::new("kms_admin_connections_refused_total", "Admin API connections closed at once because admin_max_connections were open.").expect("valid metric")),
+            admin_timeouts: counter_vec(&r, "kms_admin_connection_timeouts_total", "Admin API connections closed by a timeout (header: no whole request header in time; idle: no request in time).", &["kind"]),
             raft_role: gauge_vec(&r, "kms_raft_role", "1 for this node's current Raft role.", &["role"]),
             raft_membership_state: gauge_vec(
                 &r,
@@ -334,6 +340,17 @@ impl Scraped {
             };
             mirror(&self.decode_errors.with_label_values(&[kind.label()]), n);
         }
+
+        self.admin_open.set(c.admin_open_connections as i64);
+        mirror(&self.admin_refused, c.admin_refused);
+        mirror(
+            &self.admin_timeouts.with_label_values(&["header"]),
+            c.admin_header_timeouts,
+        );
+        mirror(
+            &self.admin_timeouts.with_label_values(&["idle"]),
+            c.admin_idle_timeouts,
+        );
 
         let r = &st.raft;
         for role in ROLES {
@@ -577,5 +594,34 @@ mod tests {
         c.accepted = 3;
         let text = m.render(&report(), &c);
         assert_eq!(value(&text, "kms_connections_accepted_total"), Some(5.0));
+    }
+
+    #[test]
+    fn admin_listener_counters() {
+        let m = Metrics::new(1);
+        let c = CounterSnapshot {
+            admin_open_connections: 2,
+            admin_refused: 7,
+            admin_header_timeouts: 3,
+            admin_idle_timeouts: 1,
+            ..CounterSnapshot::default()
+        };
+        let text = m.render(&report(), &c);
+        assert_eq!(value(&text, "kms_admin_open_connections"), Some(2.0));
+        assert_eq!(
+            value(&text, "kms_admin_connections_refused_total"),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "kms_admin_connection_timeouts_total{kind=\"header\"}"
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, "kms_admin_connection_timeouts_total{kind=\"idle\"}"),
+            Some(1.0)
+        );
     }
 }

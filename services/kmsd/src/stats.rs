@@ -1,6 +1,6 @@
 //! Process-local counters of the listener (connections, refusals, timeouts, decode
-//! errors). The
-//! cumulative KMS request statistics live in the replicated state, not here.
+//! errors) and of the admin listener (open, refused and timed-out admin connections).
+//! The cumulative KMS request statistics live in the replicated state, not here.
 
 use crate::access::Refusal;
 use serde::Serialize;
@@ -60,6 +60,14 @@ pub struct Counters {
     pub lifetime_timeouts: AtomicU64,
     /// Connections or requests turned away, by [`Refusal`].
     refusals: [AtomicU64; 4],
+    /// Admin connections open now.
+    pub admin_open_connections: AtomicU64,
+    /// Admin connections closed at once: `admin_max_connections` were open.
+    pub admin_refused: AtomicU64,
+    /// Admin connections closed: no whole request header within `admin_header_timeout_ms`.
+    pub admin_header_timeouts: AtomicU64,
+    /// Admin connections closed: no request within `admin_idle_timeout_ms`.
+    pub admin_idle_timeouts: AtomicU64,
 }
 
 /// A snapshot for `/status`.
@@ -97,6 +105,14 @@ pub struct CounterSnapshot {
     pub refused_global_limit: u64,
     /// Connections closed: per-source request rate exceeded.
     pub refused_rate_limited: u64,
+    /// See [`Counters::admin_open_connections`].
+    pub admin_open_connections: u64,
+    /// See [`Counters::admin_refused`].
+    pub admin_refused: u64,
+    /// See [`Counters::admin_header_timeouts`].
+    pub admin_header_timeouts: u64,
+    /// See [`Counters::admin_idle_timeouts`].
+    pub admin_idle_timeouts: u64,
 }
 
 impl Counters {
@@ -140,6 +156,10 @@ impl Counters {
             refused_per_ip_limit: self.refusals(Refusal::PerIpLimit),
             refused_global_limit: self.refusals(Refusal::GlobalLimit),
             refused_rate_limited: self.refusals(Refusal::RateLimited),
+            admin_open_connections: self.admin_open_connections.load(Ordering::Relaxed),
+            admin_refused: self.admin_refused.load(Ordering::Relaxed),
+            admin_header_timeouts: self.admin_header_timeouts.load(Ordering::Relaxed),
+            admin_idle_timeouts: self.admin_idle_timeouts.load(Ordering::Relaxed),
         }
     }
 }

@@ -72,6 +72,18 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// File holding the admin token (a trailing newline is ignored).
     pub admin_token_file: Option<PathBuf>,
+    /// Time an admin connection has to deliver a whole request header, ms: from the
+    /// accept for the first request, from its first byte for later ones. Default 5000.
+    pub admin_header_timeout_ms: u64,
+    /// Time an admin connection may stay open without a request after its last answer
+    /// (keep-alive), ms. Default 60000.
+    pub admin_idle_timeout_ms: u64,
+    /// Largest admin request header (request line and headers), bytes; larger ones get
+    /// 431 and a closed connection. Default 16384.
+    pub admin_max_header_bytes: usize,
+    /// Simultaneous admin connections; beyond, a new connection is closed at once.
+    /// Default 64.
+    pub admin_max_connections: usize,
     /// Audit log (membership changes, config reloads, admin authentication failures),
     /// appended as JSON lines; none (default): audit events go to the log (target
     /// `kmsd::audit`).
@@ -244,6 +256,10 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9688".parse().expect("literal"),
             admin_token: None,
             admin_token_file: None,
+            admin_header_timeout_ms: 5000,
+            admin_idle_timeout_ms: 60_000,
+            admin_max_header_bytes: 16_384,
+            admin_max_connections: 64,
             audit_log: None,
             data_dir: PathBuf::from("./data"),
             licensed_groups: "all".into(),
@@ -372,6 +388,27 @@ impl Config {
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be positive");
+        }
+        if self.admin_header_timeout_ms == 0 {
+            return invalid(
+                "admin_header_timeout_ms",
+                "must be positive (time an admin client has to send a request header)",
+            );
+        }
+        if self.admin_idle_timeout_ms == 0 {
+            return invalid(
+                "admin_idle_timeout_ms",
+                "must be positive (time an idle admin connection stays open)",
+            );
+        }
+        if !(1024..=1_048_576).contains(&self.admin_max_header_bytes) {
+            return invalid("admin_max_header_bytes", "must be 1024..=1048576 bytes");
+        }
+        if !(1..=65_536).contains(&self.admin_max_connections) {
+            return invalid(
+                "admin_max_connections",
+                "must be 1..=65536 (0 would refuse every admin connection, probes included)",
+            );
         }
         if let Err(e) = crate::access::AccessPolicy::parse_allow(&self.allow_cidrs) {
             return invalid("allow_cidrs", &e.to_string());
@@ -817,6 +854,62 @@ mod tests {
             .validate()
             .unwrap();
         }
+    }
+
+    #[test]
+    fn admin_listener_limits() {
+        let c = Config::default();
+        assert_eq!(
+            (
+                c.admin_header_timeout_ms,
+                c.admin_idle_timeout_ms,
+                c.admin_max_header_bytes,
+                c.admin_max_connections
+            ),
+            (5000, 60_000, 16_384, 64)
+        );
+        type Zero = fn(&mut Config);
+        let zeroes: [(&str, Zero); 4] = [
+            ("admin_header_timeout_ms", |c| c.admin_header_timeout_ms = 0),
+            ("admin_idle_timeout_ms", |c| c.admin_idle_timeout_ms = 0),
+            ("admin_max_header_bytes", |c| c.admin_max_header_bytes = 0),
+            ("admin_max_connections", |c| c.admin_max_connections = 0),
+        ];
+        for (want, zero) in zeroes {
+            let mut c = Config::default();
+            zero(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key, .. } if *key == want),
+                "{e}"
+            );
+            assert!(e
+                .to_string()
+                .starts_with(&format!("invalid setting {want}: ")));
+        }
+        let too_big = Config {
+            admin_max_header_bytes: 2 * 1_048_576,
+            ..Config::default()
+        };
+        assert!(too_big.validate().is_err());
+        Config {
+            admin_max_header_bytes: 1024,
+            admin_max_connections: 1,
+            admin_header_timeout_ms: 1,
+            admin_idle_timeout_ms: 1,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        let file = Config::from_toml(
+            "admin_max_connections = 8\nadmin_idle_timeout_ms = 1500\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            (file.admin_max_connections, file.admin_idle_timeout_ms),
+            (8, 1500)
+        );
     }
 
     #[test]

@@ -153,8 +153,12 @@ pub async fn hand_over(
     tracing::info!(term = from_term, "handing leadership over: writes stopped");
 
     // 1. Everything written is applied and some voter has all of it.
+    //    One heartbeat per heartbeat interval: each one changes the metrics, so waking on
+    //    every change and triggering again spun (thousands of heartbeats a second while no
+    //    voter could be reached).
     let catch_up_until = start + 2 * lease;
     let mut rx = raft.metrics();
+    let mut next_heartbeat = Instant::now();
     let candidates = loop {
         let m = rx.borrow_and_update().clone();
         match successors(&m) {
@@ -165,8 +169,14 @@ pub async fn hand_over(
             Err(e) if Instant::now() >= catch_up_until => return Some(failed(None, e.to_string())),
             Err(_) => {}
         }
-        let _ = raft.trigger().heartbeat().await;
-        let _ = tokio::time::timeout(heartbeat, rx.changed()).await;
+        if Instant::now() >= next_heartbeat {
+            let _ = raft.trigger().heartbeat().await;
+            next_heartbeat = Instant::now() + heartbeat;
+        }
+        let wait = next_heartbeat.saturating_duration_since(Instant::now());
+        if let Ok(Err(_)) = tokio::time::timeout(wait, rx.changed()).await {
+            tokio::time::sleep(wait).await; // metrics gone (core stopped): no busy loop
+        }
     };
 
     // 2. Stop renewing the voters' lease, never campaign again here, ask the candidates

@@ -20,6 +20,7 @@
 //! - [`epid`]: KMS host extended product IDs: generation from caller-supplied choices,
 //!   parsing and validation.
 //! - [`time`]: FILETIME helpers.
+//! - [`text`]: escaping of client-chosen strings (machine names) for text output.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -31,6 +32,7 @@ pub mod kms;
 pub mod license;
 pub mod products;
 pub mod rpc;
+pub mod text;
 pub mod time;
 
 pub use error::{KmsError, RpcError};

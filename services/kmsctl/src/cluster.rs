@@ -211,16 +211,16 @@ pub fn render(rows: &[MemberRow]) -> String {
         s.push_str(&format!(
             "{:>4}  {:<24} {:<8} {:<10} {:>6} {:>7} {:>9} {:>9}{}\n",
             r.id,
-            r.addr,
+            kms_protocol::text::escape(&r.addr),
             r.membership,
-            r.role.clone().unwrap_or_else(|| "down".into()),
+            kms_protocol::text::escape(r.role.as_deref().unwrap_or("down")),
             opt(r.term),
             opt(r.leader),
             opt(r.last_log_index),
             opt(r.applied_index),
             r.error
                 .as_ref()
-                .map(|e| format!("  ({e})"))
+                .map(|e| format!("  ({})", kms_protocol::text::Escaped(e)))
                 .unwrap_or_default(),
         ));
     }

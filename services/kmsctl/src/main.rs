@@ -466,7 +466,10 @@ async fn activate(a: ActivateArgs) -> anyhow::Result<i32> {
                         "    KMS host:             {} (protocol {protocol}.0, {:?})",
                         opts.addr, r.ndr
                     );
-                    println!("    KMS host extended PID: {}", r.response.epid);
+                    println!(
+                        "    KMS host extended PID: {}",
+                        kms_protocol::text::Escaped(&r.response.epid)
+                    );
                     if let Some(h) = r.hwid {
                         println!(
                             "    KMS host hardware ID: {}",

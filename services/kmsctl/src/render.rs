@@ -1,7 +1,12 @@
 //! Text rendering in the shape admins know: `slmgr /dlv` for host status, `slmgr /ato`
 //! for an activation.
+//!
+//! Every string that came over the network (above all the machine names clients chose)
+//! goes through [`kms_protocol::text::escape`] before it reaches the terminal, so a name
+//! cannot carry escape sequences or break a table row.
 
 use kms_api::{ClientInfo, StatusReport};
+use kms_protocol::text::escape;
 use kms_protocol::LicenseState;
 
 /// Renders `/status` the way the `slmgr /dlv` block reads, one block per count group,
@@ -9,18 +14,20 @@ use kms_protocol::LicenseState;
 pub fn status(r: &StatusReport) -> String {
     let mut s = String::new();
     for g in &r.groups {
-        s.push_str(&format!("Name: {} KMS host\n", g.display));
+        s.push_str(&format!("Name: {} KMS host\n", escape(&g.display)));
         s.push_str(&format!("Application ID: {}\n", g.application_id));
         s.push_str(&format!(
             "Extended PID: {}\n",
-            g.epid
-                .as_deref()
-                .unwrap_or("(not generated yet: no activation so far)")
+            escape(
+                g.epid
+                    .as_deref()
+                    .unwrap_or("(not generated yet: no activation so far)")
+            )
         ));
         let licensed = if g.licensed_products.is_empty() {
             "none".to_string()
         } else {
-            g.licensed_products.join(", ")
+            escape(&g.licensed_products.join(", ")).into_owned()
         };
         s.push_str(&format!("Licensed product groups: {licensed}\n\n"));
         s.push_str("Key Management Service is enabled on this machine\n");
@@ -35,7 +42,7 @@ pub fn status(r: &StatusReport) -> String {
         } else {
             "    DNS publishing disabled\n"
         });
-        s.push_str(&format!("    KMS priority: {}\n\n", r.priority));
+        s.push_str(&format!("    KMS priority: {}\n\n", escape(&r.priority)));
         s.push_str(&format!(
             "    Activation interval: {} minutes\n    Renewal interval: {} minutes\n\n",
             r.activation_interval, r.renewal_interval
@@ -56,7 +63,7 @@ pub fn raft_block(v: &kms_api::RaftView) -> String {
     let mut s = format!(
         "Cluster (as node {} sees it)\n    Role: {}\n    Term: {}\n    Leader: {}\n    Last log / commit / applied index: {} / {} / {}\n    Snapshot index: {}\n",
         v.node_id,
-        v.role,
+        escape(&v.role),
         v.term,
         opt(v.leader),
         opt(v.last_log_index),
@@ -71,10 +78,7 @@ pub fn raft_block(v: &kms_api::RaftView) -> String {
                 .get(id)
                 .map(|m| format!(" matched {}", opt(*m)))
                 .unwrap_or_default();
-            s.push_str(&format!(
-                "    {kind} {id} at {addr}{m}
-"
-            ));
+            s.push_str(&format!("    {kind} {id} at {}{m}\n", escape(addr)));
         }
     }
     s
@@ -140,14 +144,16 @@ pub fn clients(list: &[ClientInfo]) -> String {
         s.push_str(&format!(
             "{:<36}  {:<28}  {:<10}  {:<32}  {:<3}  {:<17}  {:>8}  {:<20}  {}\n",
             c.cmid,
-            c.machine_name,
-            c.count_group,
-            c.product
-                .clone()
-                .or_else(|| c.product_group.clone())
-                .unwrap_or_else(|| c.sku_id.to_string()),
+            escape(&c.machine_name),
+            escape(&c.count_group),
+            escape(
+                &c.product
+                    .clone()
+                    .or_else(|| c.product_group.clone())
+                    .unwrap_or_else(|| c.sku_id.to_string())
+            ),
             if c.client_vm { "yes" } else { "no" },
-            c.license_state,
+            escape(&c.license_state),
             c.requests,
             fmt_ms(c.last_seen_ms),
             fmt_ms(c.first_seen_ms),
@@ -160,6 +166,35 @@ pub fn clients(list: &[ClientInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_strings_are_escaped_in_the_table() {
+        let c = ClientInfo {
+            cmid: uuid::Uuid::nil(),
+            machine_name:
+                "PC\n2026-12-01T00:00:00.000000Z ERROR kmsd: FAKE\x1b]0;pwned\x07\x1b[31m".into(),
+            count_group: "windows".into(),
+            product_group: None,
+            sku_id: uuid::Uuid::nil(),
+            product: Some("Windows\u{202e}".into()),
+            client_vm: false,
+            license_state: "licensed".into(),
+            grace_minutes: 0,
+            protocol: 6,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            requests: 1,
+        };
+        let text = clients(&[c]);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text
+            .chars()
+            .any(|ch| ch != '\n' && kms_protocol::text::is_unsafe(ch)));
+        assert!(text.contains(
+            "PC\\u{a}2026-12-01T00:00:00.000000Z ERROR kmsd: FAKE\\u{1b}]0;pwned\\u{7}\\u{1b}[31m"
+        ));
+        assert!(text.contains("Windows\\u{202e}"));
+    }
 
     #[test]
     fn dates() {

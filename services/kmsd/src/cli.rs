@@ -186,9 +186,16 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Log filter (e.g. `info`, `kmsd=debug`).
+    /// Log level of kmsd's own crates (libraries stay at warn), or a full filter
+    /// directive (e.g. `info,openraft=info`).
     #[arg(long, env = "KMSD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines per callsite and window before the rest are summarised (0 = no limit).
+    #[arg(long, env = "KMSD_LOG_REPEAT_LIMIT")]
+    pub log_repeat_limit: Option<u32>,
+    /// Window of --log-repeat-limit, seconds.
+    #[arg(long, env = "KMSD_LOG_REPEAT_WINDOW_SECS")]
+    pub log_repeat_window_secs: Option<u64>,
     /// Serve Prometheus metrics at /metrics.
     #[arg(long, env = "KMSD_METRICS")]
     pub metrics: Option<bool>,
@@ -360,6 +367,8 @@ impl Args {
             watchdog_abort_secs,
             log_format,
             log_level,
+            log_repeat_limit,
+            log_repeat_window_secs,
             metrics,
             trace_sample_ratio
         );

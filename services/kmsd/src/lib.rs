@@ -18,7 +18,8 @@
 //!   (plus the optional abort of a wedged process).
 //! - `fault` (cargo feature `fault-injection`, tests only): admin routes that wedge the
 //!   process on purpose.
-//! - `telemetry`: logging and OpenTelemetry trace export.
+//! - `telemetry`: logging (filter defaults, escaped text fields) and OpenTelemetry trace
+//!   export; [`log_limit`] rate-limits repeated log lines.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments.
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod dns;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod reload;
 pub mod report;

@@ -46,8 +46,12 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
             sample_ratio: cfg.trace_sample_ratio,
             instance: cfg.node_id.to_string(),
         });
-    let mut telemetry = match kmsd::telemetry::init(cfg.log_format, &cfg.log_level, traces.as_ref())
-    {
+    let mut telemetry = match kmsd::telemetry::init(
+        cfg.log_format,
+        &cfg.log_level,
+        cfg.repeat_limit(),
+        traces.as_ref(),
+    ) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("kmsd: {e}");

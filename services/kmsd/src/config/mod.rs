@@ -207,8 +207,16 @@ pub struct Config {
     pub watchdog_abort_secs: u64,
     /// Log format. Default text.
     pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax). Default `info`.
+    /// Log level of our own crates (`error`, `warn`, `info`, `debug`, `trace`); libraries
+    /// (openraft, tonic, hyper, ...) stay at `warn`. A value with `=` or `,` is a full
+    /// tracing EnvFilter directive taken as written (`info,openraft=info`). Default `info`.
     pub log_level: String,
+    /// Log lines written per callsite (same target, level and message template) in each
+    /// `log_repeat_window_secs`; the rest are replaced by one "repeated N times" line.
+    /// 0 turns the limit off. Default 20.
+    pub log_repeat_limit: u32,
+    /// Window of `log_repeat_limit`, seconds (at least 1). Default 10.
+    pub log_repeat_window_secs: u64,
     /// Serve Prometheus metrics on the admin API (`/metrics`). Default true.
     pub metrics: bool,
     /// OpenTelemetry OTLP/gRPC endpoint for traces (e.g. `http://collector:4317`);
@@ -309,6 +317,8 @@ impl Default for Config {
             watchdog_abort_secs: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            log_repeat_limit: 20,
+            log_repeat_window_secs: 10,
             metrics: true,
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
@@ -344,6 +354,14 @@ impl Config {
             source,
         })?;
         Self::from_toml(&text, path)
+    }
+
+    /// The limit on repeated log lines.
+    pub fn repeat_limit(&self) -> crate::log_limit::RepeatLimit {
+        crate::log_limit::RepeatLimit {
+            limit: self.log_repeat_limit,
+            window: std::time::Duration::from_secs(self.log_repeat_window_secs),
+        }
     }
 
     /// The client access policy these settings describe (after [`Config::validate`]).
@@ -454,6 +472,12 @@ impl Config {
                 "watchdog_abort_secs",
                 "must be at least watchdog_stall_secs (or 0: never abort)",
             );
+        }
+        if let Err(e) = crate::telemetry::log_filter(&self.log_level) {
+            return invalid("log_level", &e);
+        }
+        if self.log_repeat_window_secs == 0 {
+            return invalid("log_repeat_window_secs", "must be at least 1");
         }
         if let Err(e) = self.quorum_loss.parse::<kms_cluster::node::QuorumLoss>() {
             return invalid("quorum_loss", &e);

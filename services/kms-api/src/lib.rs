@@ -1,4 +1,4 @@
-//! The admin API's JSON documents (`GET /status`, `GET /clients`), shared by `kmsd`
+//! The admin API's JSON documents (`GET /status`, `GET /clients`, `GET /host-identity`), shared by `kmsd`
 //! (which produces them) and `kmsctl` (which renders them), so the two cannot drift.
 //!
 //! Field names are part of the interface scripts rely on (`total_requests`,
@@ -157,6 +157,46 @@ pub struct ClientInfo {
     pub last_seen_ms: u64,
     /// Requests seen.
     pub requests: u64,
+}
+
+/// `GET /host-identity` (and the answer of `POST /host-identity/regenerate`): the one
+/// machine the cluster presents, and each count group's ePID checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIdentityReport {
+    /// The replicated identity; `None` until the first answered request chooses it.
+    pub identity: Option<HostIdentityView>,
+    /// The `host_os` setting of the node that answered (what a regenerate there claims).
+    pub configured_host_os: String,
+    /// Stored ePIDs, by count group.
+    pub epids: Vec<GroupEpid>,
+    /// True when every stored ePID names the identity's build and platform.
+    pub uniform: bool,
+}
+
+/// The host identity: hardware id, OS build and platform id of every ePID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIdentityView {
+    /// Hardware id, 16 upper-case hex digits (as `kmsctl activate --json` prints `hwid`).
+    pub hwid: String,
+    /// Host OS build, e.g. 26100.
+    pub build: u32,
+    /// Platform id of the build, e.g. 3612.
+    pub platform: u32,
+    /// The release of that build (`2025`, `2012r2`, ...), when it is one.
+    pub host_os: Option<String>,
+    /// When it was chosen (Unix ms).
+    pub set_ms: u64,
+}
+
+/// One count group's stored ePID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEpid {
+    /// Count group ("windows", "office2010", "office").
+    pub count_group: String,
+    /// The ePID.
+    pub epid: String,
+    /// Whether it names the identity's build and platform.
+    pub matches_identity: bool,
 }
 
 #[cfg(test)]

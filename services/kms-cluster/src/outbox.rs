@@ -57,6 +57,12 @@ fn key_of(cmd: &Command) -> Vec<u8> {
     match cmd {
         Command::Activation(a) => a.request_id.as_bytes().to_vec(),
         Command::SetEpid { count_group, .. } => format!("epid/{count_group}").into_bytes(),
+        Command::SetHostIdentity(_) => b"host-identity".to_vec(),
+        Command::ReplaceHostIdentity { identity, .. } => {
+            let mut key = format!("host-identity/{}/", identity.set_ms).into_bytes();
+            key.extend_from_slice(&identity.hwid);
+            key
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use kms_cluster::{
     StoredMembership, TypeConfig, Vote,
 };
 use kms_protocol::LicenseState;
-use kms_state::{Activation, ActivationResult, Command, CommandResult, Outcome};
+use kms_state::{Activation, ActivationResult, Command, CommandResult, HostIdentity, Outcome};
 use openraft::error::SnapshotMismatch;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -49,6 +49,10 @@ const GOLDEN: &[(&str, &str)] = &[
     (
         "StoredCommands",
         "0801129d010a9a010a1000112233445566778899aabbccddeeff10fbd095ffbc311a0777696e646f7773220d77696e646f77732d31302d31312a1000000000000000000000000000000001321055c92734d6824d71983ed6ec3f16059f3a10000000000000000000000000000000034210000000000000000000000000000000044a1170632d312e6578616d706c652e746573745001580260c0d102681970067a00128b010a88010a1000112233445566778899aabbccddeeff10fbd095ffbc312a1000000000000000000000000000000001321055c92734d6824d71983ed6ec3f16059f3a10000000000000000000000000000000034210000000000000000000000000000000044a1170632d312e6578616d706c652e746573745001580960c0d102681970068201050d42f004c0124412420a066f6666696365123130363430312d30303230362d3439312d3132333435362d30332d313033332d31373736332e303030302d3030313230323518c8d395ffbc31",
+    ),
+    (
+        "StoredCommands.host_identity",
+        "0801121a1a180a080123456789abcdef10fc9e01189c1c2095d695ffbc311298012295010a180a080123456789abcdef10f4cb01189c1c20e8d795ffbc31123b0a066f6666696365123130333631322d30303230362d3439312d3132333435362d30332d313033332d32363130302e303030302d30303132303235123c0a0777696e646f7773123130333631322d30343931382d3030312d3233343536372d30332d313033332d32363130302e303030302d30303132303235",
     ),
     (
         "VoteRequest",
@@ -97,6 +101,10 @@ const GOLDEN: &[(&str, &str)] = &[
     (
         "ForwardResponse.applied",
         "0a410a040a02081a0a040a0210010a33123130363430312d30303230362d3439312d3132333435362d30332d313033332d31373736332e303030302d30303132303235",
+    ),
+    (
+        "ForwardResponse.host_identity",
+        "0a1c0a1a1a180a080123456789abcdef10fc9e01189c1c2095d695ffbc31",
     ),
     (
         "ForwardResponse.not_leader",
@@ -200,6 +208,39 @@ fn commands() -> Vec<Command> {
 }
 
 /// A joint configuration ({1,2,3} and {3,4}) with node 5 as learner.
+fn host_identity(set_ms: u64) -> HostIdentity {
+    HostIdentity {
+        hwid: [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+        build: 20348,
+        platform: 3612,
+        set_ms,
+    }
+}
+
+/// The host identity commands (added after the first table; a separate sample so the older
+/// samples keep their bytes).
+fn identity_commands() -> Vec<Command> {
+    vec![
+        Command::SetHostIdentity(host_identity(1_700_000_000_789)),
+        Command::ReplaceHostIdentity {
+            identity: HostIdentity {
+                build: 26100,
+                ..host_identity(1_700_000_001_000)
+            },
+            epids: BTreeMap::from([
+                (
+                    "office".to_string(),
+                    "03612-00206-491-123456-03-1033-26100.0000-0012025".to_string(),
+                ),
+                (
+                    "windows".to_string(),
+                    "03612-04918-001-234567-03-1033-26100.0000-0012025".to_string(),
+                ),
+            ]),
+        },
+    ]
+}
+
 fn joint_membership() -> Membership {
     Membership::new(
         vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([3, 4])],
@@ -263,6 +304,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let bytes = pb::encode_commands(&commands());
     assert_eq!(pb::decode_commands(&bytes).unwrap(), commands());
     out.push(("StoredCommands", bytes));
+    let bytes = pb::encode_commands(&identity_commands());
+    assert_eq!(pb::decode_commands(&bytes).unwrap(), identity_commands());
+    out.push(("StoredCommands.host_identity", bytes));
 
     let vote_request = VoteRequest {
         vote: Vote::new(4, 2),
@@ -359,6 +403,15 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             CommandResult::Epid("06401-00206-491-123456-03-1033-17763.0000-0012025".into()),
         ])),
     ));
+    let applied = ForwardOutcome::Applied(vec![CommandResult::HostIdentity(host_identity(
+        1_700_000_000_789,
+    ))]);
+    let bytes = encode::<_, pb::ForwardResponse>(&applied);
+    assert_eq!(
+        ForwardOutcome::try_from(pb::ForwardResponse::decode(bytes.as_slice()).unwrap()).unwrap(),
+        applied
+    );
+    out.push(("ForwardResponse.host_identity", bytes));
     out.push((
         "ForwardResponse.not_leader",
         encode::<_, pb::ForwardResponse>(&ForwardOutcome::NotLeader {
@@ -515,7 +568,7 @@ fn checked_in_bytes_still_decode() {
         let bytes = hex::decode(hex).expect("hex");
         let decodes = match *name {
             n if n.starts_with("LogEntry.") => pb::decode_entry(&bytes).is_ok(),
-            "StoredCommands" => pb::decode_commands(&bytes).is_ok(),
+            n if n.starts_with("StoredCommands") => pb::decode_commands(&bytes).is_ok(),
             n if n.starts_with("ErrorDetail.") => pb::ErrorDetail::decode(bytes.as_slice())
                 .map_err(|_| ())
                 .and_then(|d| WireError::try_from(d).map_err(|_| ()))

@@ -12,7 +12,7 @@ use kms_cluster::{
     StoredMembership, Vote,
 };
 use kms_protocol::LicenseState;
-use kms_state::{Activation, ActivationResult, Command, CommandResult, Outcome};
+use kms_state::{Activation, ActivationResult, Command, CommandResult, HostIdentity, Outcome};
 use openraft::error::SnapshotMismatch;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -146,8 +146,22 @@ fn activation() -> impl Strategy<Value = Activation> {
         )
 }
 
+fn host_identity() -> impl Strategy<Value = HostIdentity> {
+    (any::<[u8; 8]>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(hwid, build, platform, set_ms)| HostIdentity {
+            hwid,
+            build,
+            platform,
+            set_ms,
+        },
+    )
+}
+
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
+        host_identity().prop_map(Command::SetHostIdentity),
+        (host_identity(), btree_map(".{0,10}", ".{0,50}", 0..4))
+            .prop_map(|(identity, epids)| Command::ReplaceHostIdentity { identity, epids }),
         activation().prop_map(Command::Activation),
         (".{0,10}", ".{0,50}", any::<u64>()).prop_map(|(count_group, epid, time_ms)| {
             Command::SetEpid {
@@ -168,6 +182,7 @@ fn command_result() -> impl Strategy<Value = CommandResult> {
             })
         }),
         ".{0,50}".prop_map(CommandResult::Epid),
+        host_identity().prop_map(CommandResult::HostIdentity),
     ]
 }
 
@@ -544,6 +559,37 @@ fn missing_and_invalid_fields_are_named() {
         Activation::try_from(a),
         Err(PbError::Missing {
             field: "Activation.outcome"
+        })
+    );
+
+    let identity = HostIdentity {
+        hwid: [1; 8],
+        build: 20348,
+        platform: 3612,
+        set_ms: 1,
+    };
+    let mut h = pb::HostIdentity::from(&identity);
+    h.hwid.push(0);
+    assert_eq!(
+        HostIdentity::try_from(h),
+        Err(PbError::Length {
+            field: "HostIdentity.hwid",
+            expected: 8,
+            len: 9
+        })
+    );
+    let replace = pb::Command {
+        kind: Some(pb::command::Kind::ReplaceHostIdentity(
+            pb::ReplaceHostIdentity {
+                identity: None,
+                epids: vec![],
+            },
+        )),
+    };
+    assert_eq!(
+        Command::try_from(replace),
+        Err(PbError::Missing {
+            field: "ReplaceHostIdentity.identity"
         })
     );
 

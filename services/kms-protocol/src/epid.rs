@@ -46,8 +46,25 @@ pub struct HostBuild {
     pub release_year: u16,
 }
 
-/// The host builds [`Epid::generate`] chooses from (server RTM builds, as vlmcsd and py-kms
-/// use): Server 2008 SP2, 2008 R2 SP1, 2012, 2012 R2, 2016, 2019, 2022, 2025.
+impl HostBuild {
+    /// Any build with the release year of the newest known build not after it (0 before the
+    /// oldest): a build past the table counts as released with the newest one.
+    pub fn of(build: u32) -> HostBuild {
+        HostBuild {
+            build,
+            release_year: EPID_HOST_BUILDS
+                .iter()
+                .filter(|b| b.build <= build)
+                .map(|b| b.release_year)
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The host builds a host may claim (server RTM builds, as vlmcsd and py-kms use): Server
+/// 2008 SP2, 2008 R2 SP1, 2012, 2012 R2, 2016, 2019, 2022, 2025; named by
+/// [`crate::host_os::HostOs`].
 pub const EPID_HOST_BUILDS: [HostBuild; 8] = [
     HostBuild {
         build: 6002,
@@ -147,8 +164,9 @@ fn pick(random: u64, n: u64) -> u64 {
 /// The choices behind a generated ePID, supplied by the caller so generation is deterministic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpidChoice {
-    /// Uniform random numbers: `[0]` picks the host build, `[1]` the key id, `[2]` the
-    /// activation date; `[3]` is reserved and currently unused.
+    /// Uniform random numbers: `[1]` picks the key id, `[2]` the activation date; `[0]` and
+    /// `[3]` are reserved and currently unused (`[0]` picked the host build before the host
+    /// build became the caller's choice).
     pub random: [u64; 4],
     /// The host LCID to claim (1033 = en-US); outside 1..=65535 [`DEFAULT_LCID`] is used.
     pub lcid: u32,
@@ -308,35 +326,27 @@ pub struct Epid {
 }
 
 impl Epid {
-    /// Generates a plausible ePID for a host holding `csvlk`, deterministically from `choice`.
+    /// Generates a plausible ePID for a host running `host` (see [`crate::host_os::HostOs`])
+    /// and holding `csvlk`, deterministically from `choice`.
     ///
-    /// The host build is picked uniformly among [`EPID_HOST_BUILDS`] not older than the
-    /// CSVLK's minimum host build and released by today (if none is released yet, the oldest
-    /// allowed one; past the list, the minimum build itself). The key id is uniform in the
-    /// CSVLK's range, and the activation day uniform between January 1 of the later of the
-    /// key's and the build's release years and today. The date is never after today; if today
-    /// precedes those releases (a wrong clock), it is today and [`Epid::validate_for`] will
-    /// report it. For a CSVLK that passed catalog validation and a correct date, the result
-    /// always validates against it.
-    pub fn generate(csvlk: &Csvlk, choice: EpidChoice) -> Epid {
+    /// The platform id and build are the host's, so every ePID of one host names the same
+    /// OS. The key id is uniform in the CSVLK's range, and the activation day uniform between
+    /// January 1 of the later of the key's and the build's release years and today. The date
+    /// is never after today; if today precedes those releases (a wrong clock), it is today and
+    /// [`Epid::validate_for`] will report it. For a CSVLK that passed catalog validation and a
+    /// correct date, the result always validates against it.
+    ///
+    /// Fails with [`EpidError::BuildTooOld`] when the CSVLK does not install on the host's
+    /// build: a host cannot hold that key.
+    pub fn generate(csvlk: &Csvlk, host: HostBuild, choice: EpidChoice) -> Result<Epid, EpidError> {
+        if host.build < csvlk.min_host_build {
+            return Err(EpidError::BuildTooOld {
+                build: host.build,
+                min_host_build: csvlk.min_host_build,
+            });
+        }
         let today_year = choice.today_year.clamp(1, 9999);
         let today_day = choice.today_day_of_year.clamp(1, days_in_year(today_year));
-
-        let eligible = EPID_HOST_BUILDS
-            .iter()
-            .filter(|b| b.build >= csvlk.min_host_build);
-        let released: Vec<&HostBuild> = eligible
-            .clone()
-            .filter(|b| b.release_year <= today_year)
-            .collect();
-        let host = if released.is_empty() {
-            eligible.copied().next().unwrap_or(HostBuild {
-                build: csvlk.min_host_build,
-                release_year: csvlk.release_year,
-            })
-        } else {
-            *released[pick(choice.random[0], released.len() as u64) as usize]
-        };
 
         let key_id = if csvlk.key_id_max > csvlk.key_id_min {
             let span = u64::from(csvlk.key_id_max - csvlk.key_id_min);
@@ -354,7 +364,7 @@ impl Epid {
             from_ordinal(start + pick(choice.random[2], end - start + 1))
         };
 
-        Epid {
+        Ok(Epid {
             platform_id: platform_id_for_build(host.build).unwrap_or(PLATFORM_WIN10),
             group_id: csvlk.epid_group_id,
             key_id: key_id.min(999_999_999),
@@ -367,7 +377,7 @@ impl Epid {
             build: host.build,
             day_of_year,
             year,
-        }
+        })
     }
 
     /// Parses the standard text form strictly: exact digit counts for the fixed-width parts,
@@ -482,13 +492,9 @@ impl Epid {
                 min_host_build: csvlk.min_host_build,
             });
         }
-        let build_year = EPID_HOST_BUILDS
-            .iter()
-            .filter(|b| b.build <= self.build)
-            .map(|b| b.release_year)
-            .max()
-            .unwrap_or(0);
-        let earliest = csvlk.release_year.max(build_year);
+        let earliest = csvlk
+            .release_year
+            .max(HostBuild::of(self.build).release_year);
         if self.year < earliest {
             return Err(EpidError::ActivatedBeforeRelease {
                 year: self.year,
@@ -927,65 +933,92 @@ mod tests {
         }
     }
 
+    fn build(b: u32) -> HostBuild {
+        HostBuild::of(b)
+    }
+
     #[test]
-    fn generate_is_deterministic_and_varied() {
+    fn generate_is_deterministic_and_uses_the_given_build() {
         let k = csvlk("windows-7");
         let c = choice([1, 2, 3, 4], 2026, 328);
-        assert_eq!(Epid::generate(&k, c), Epid::generate(&k, c));
-        let mut builds = std::collections::BTreeSet::new();
+        assert_eq!(
+            Epid::generate(&k, build(20348), c),
+            Epid::generate(&k, build(20348), c)
+        );
+        let mut keys = std::collections::BTreeSet::new();
         for i in 0..64u64 {
             let r = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let e = Epid::generate(&k, choice([r, r, r, 0], 2026, 328));
+            let e = Epid::generate(&k, build(20348), choice([r, r, r, 0], 2026, 328)).unwrap();
             assert_eq!(e.validate_for(&k), Ok(()));
-            builds.insert(e.build);
+            // One host, one OS: the build and platform never vary with the random numbers.
+            assert_eq!((e.build, e.platform_id), (20348, PLATFORM_WIN10));
+            assert!(e.year >= 2021, "{e}: before 20348's release");
+            keys.insert(e.key_id);
         }
-        // Windows 7's CSVLK installs on 7601 and later: seven of the eight builds.
+        assert!(keys.len() > 32, "key ids should vary: {keys:?}");
+        let lo = Epid::generate(&k, build(7601), choice([0, 0, 0, 0], 2026, 328)).unwrap();
         assert_eq!(
-            builds.into_iter().collect::<Vec<_>>(),
-            [7601, 9200, 9600, 14393, 17763, 20348, 26100]
+            (lo.platform_id, lo.build, lo.key_id, lo.day_of_year, lo.year),
+            (PLATFORM_VISTA_7, 7601, 37_000_000, 1, 2011)
         );
-        let lo = Epid::generate(&k, choice([0, 0, 0, 0], 2026, 328));
-        assert_eq!(
-            (lo.build, lo.key_id, lo.day_of_year, lo.year),
-            (7601, 37_000_000, 1, 2011)
-        );
-        let hi = Epid::generate(&k, choice([u64::MAX; 4], 2026, 328));
+        let hi = Epid::generate(&k, build(26100), choice([u64::MAX; 4], 2026, 328)).unwrap();
         assert_eq!(
             (hi.build, hi.key_id, hi.day_of_year, hi.year),
             (26100, 49_749_999, 328, 2026)
         );
+        let r2 = Epid::generate(&k, build(9600), choice([0; 4], 2026, 328)).unwrap();
+        assert_eq!(
+            (r2.platform_id, r2.build, r2.year),
+            (PLATFORM_WIN81, 9600, 2013)
+        );
+    }
+
+    #[test]
+    fn generate_refuses_a_host_too_old_for_the_key() {
+        let k = csvlk("server-2025");
+        assert_eq!(
+            Epid::generate(&k, build(9600), choice([1; 4], 2026, 1)),
+            Err(EpidError::BuildTooOld {
+                build: 9600,
+                min_host_build: 14393
+            })
+        );
+        assert!(Epid::generate(&k, build(26100), choice([1; 4], 2026, 1)).is_ok());
     }
 
     #[test]
     fn generate_with_odd_inputs() {
         let k = csvlk("server-2025");
+        let host = build(26100);
         // Today before the key's release (wrong clock): the date is today, not later.
-        let e = Epid::generate(&k, choice([5; 4], 2020, 10));
+        let e = Epid::generate(&k, host, choice([5; 4], 2020, 10)).unwrap();
         assert_eq!((e.year, e.day_of_year), (2020, 10));
-        assert_eq!(e.build, 14393);
+        assert_eq!(e.build, 26100);
         assert!(matches!(
             e.validate_for(&k),
             Err(EpidError::ActivatedBeforeRelease { .. })
         ));
         // Day past the end of the year is clamped.
-        let e = Epid::generate(&k, choice([u64::MAX; 4], 2025, 400));
+        let e = Epid::generate(&k, host, choice([u64::MAX; 4], 2025, 400)).unwrap();
         assert_eq!((e.year, e.day_of_year), (2025, 365));
         // LCID out of range falls back to en-US.
         let e = Epid::generate(
             &k,
+            host,
             EpidChoice {
                 lcid: 0,
                 ..choice([7; 4], 2026, 1)
             },
-        );
+        )
+        .unwrap();
         assert_eq!(e.lcid, DEFAULT_LCID);
-        // A minimum build past the list is used as is.
+        // A build past the table is used as is, with the newest platform id.
         let future = Csvlk {
             min_host_build: 28000,
             release_year: 2026,
             ..k
         };
-        let e = Epid::generate(&future, choice([9; 4], 2027, 100));
+        let e = Epid::generate(&future, build(28000), choice([9; 4], 2027, 100)).unwrap();
         assert_eq!((e.build, e.platform_id), (28000, PLATFORM_WIN10));
         assert_eq!(e.validate_for(&future), Ok(()));
     }
@@ -1007,7 +1040,15 @@ mod tests {
         ) {
             for (name, k) in builtin_csvlks() {
                 let c = EpidChoice { random, lcid, today_year, today_day_of_year: today_day };
-                let e = Epid::generate(&k, c);
+                let host = EPID_HOST_BUILDS[(random[0] % 8) as usize];
+                let e = match Epid::generate(&k, host, c) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        prop_assert!(host.build < k.min_host_build, "{} {}", name, err);
+                        continue;
+                    }
+                };
+                prop_assert_eq!(e.build, host.build);
                 prop_assert_eq!(e.validate_for(&k), Ok(()), "{} {}", name, e);
                 let today = (today_year, today_day.min(days_in_year(today_year)));
                 prop_assert!((e.year, e.day_of_year) <= today, "{} {} in the future", name, e);

@@ -19,6 +19,8 @@
 //!   SKUs), compiled in and extensible from a TOML file.
 //! - [`epid`]: KMS host extended product IDs: generation from caller-supplied choices,
 //!   parsing and validation.
+//! - [`host_os`]: the Windows Server release (build, platform id) a host claims in all its
+//!   ePIDs.
 //! - [`time`]: FILETIME helpers.
 //! - [`text`]: escaping of client-chosen strings (machine names) for text output.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod crypto;
 pub mod epid;
 pub mod error;
 pub mod host;
+pub mod host_os;
 pub mod kms;
 pub mod license;
 pub mod products;

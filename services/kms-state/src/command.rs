@@ -4,9 +4,13 @@
 //! (stamped by the node that received the KMS request), so that every Raft replica applying the
 //! same log reaches the same state. This crate never reads a clock.
 
+use std::collections::BTreeMap;
+
 use kms_protocol::LicenseState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::identity::HostIdentity;
 
 /// One state change of the KMS host, as it will be written to the replicated log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +29,19 @@ pub enum Command {
         /// When it was proposed (unix ms).
         time_ms: u64,
     },
+    /// Sets the host identity (hardware id, OS build and platform of every ePID). The first
+    /// write wins, as for [`Command::SetEpid`]: later ones are no-ops returning the identity in
+    /// effect. Its `set_ms` is the command time.
+    SetHostIdentity(HostIdentity),
+    /// Replaces the host identity and every ePID at once (the operator's "regenerate"): the
+    /// ePID map becomes exactly `epids`, so no ePID of the old identity survives and an ePID
+    /// proposed for the old identity afterwards is a no-op for every group listed.
+    ReplaceHostIdentity {
+        /// The new identity; its `set_ms` is the command time.
+        identity: HostIdentity,
+        /// Count group → ePID made with the new identity's build and platform.
+        epids: BTreeMap<String, String>,
+    },
 }
 
 impl Command {
@@ -33,6 +50,9 @@ impl Command {
         match self {
             Command::Activation(a) => a.time_ms,
             Command::SetEpid { time_ms, .. } => *time_ms,
+            Command::SetHostIdentity(identity) | Command::ReplaceHostIdentity { identity, .. } => {
+                identity.set_ms
+            }
         }
     }
 }
@@ -102,6 +122,9 @@ pub enum CommandResult {
     Activation(ActivationResult),
     /// Result of [`Command::SetEpid`]: the ePID now in effect for the group (the first one set).
     Epid(String),
+    /// Result of [`Command::SetHostIdentity`] and [`Command::ReplaceHostIdentity`]: the identity
+    /// now in effect.
+    HostIdentity(HostIdentity),
 }
 
 /// The count to put in the activation response.

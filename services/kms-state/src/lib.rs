@@ -18,6 +18,7 @@
 //!   profiles) and their interning.
 //! - `dedup`: request-id memory that makes activations idempotent.
 //! - `epid`: [`EpidRecord`], the ePID per count group.
+//! - `identity`: [`HostIdentity`], the hardware id and OS build all ePIDs share.
 //! - `state`: [`HostState`] and the order in which a command is applied.
 //! - `snapshot`: the streaming snapshot codec over the records of `proto/state.proto`: the
 //!   format (`snapshot`), [`HostState::write_snapshot`] (`snapshot::write`) and
@@ -32,6 +33,7 @@ mod compact;
 mod dedup;
 mod epid;
 mod error;
+mod identity;
 mod snapshot;
 mod state;
 mod stats;
@@ -41,6 +43,7 @@ pub use command::{Activation, ActivationResult, Command, CommandResult, Outcome}
 pub use dedup::{DedupEntry, DEFAULT_DEDUP_RETENTION_MS};
 pub use epid::EpidRecord;
 pub use error::StateError;
+pub use identity::HostIdentity;
 pub use snapshot::{MAX_RECORD_LEN, SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION};
 pub use state::{HostState, StateConfig};
 pub use stats::{LicenseCounts, Stats};

@@ -13,6 +13,7 @@ use crate::command::{Activation, ActivationResult, Command, CommandResult, Outco
 use crate::compact::intern;
 use crate::dedup::{DedupEntry, DedupLog, DEFAULT_DEDUP_RETENTION_MS};
 use crate::epid::EpidRecord;
+use crate::identity::HostIdentity;
 use crate::stats::Stats;
 use crate::window::{ClientFilter, ClientRecord, ClientWindow};
 
@@ -33,7 +34,7 @@ impl Default for StateConfig {
 }
 
 /// The deterministic state of a KMS host: statistics, per-group client windows with inventory,
-/// ePIDs and the deduplication memory. Written and read as a whole by
+/// ePIDs, the host identity and the deduplication memory. Written and read as a whole by
 /// [`HostState::write_snapshot`] and [`HostState::read_snapshot`] (the Raft snapshot).
 ///
 /// Cloning is cheap whatever the number of clients (the large maps are persistent B+trees that
@@ -49,6 +50,7 @@ pub struct HostState {
     pub(crate) group_stats: BTreeMap<String, Stats>,
     pub(crate) windows: BTreeMap<Arc<str>, ClientWindow>,
     pub(crate) epids: BTreeMap<String, EpidRecord>,
+    pub(crate) identity: Option<HostIdentity>,
     pub(crate) dedup: DedupLog,
 }
 
@@ -77,6 +79,24 @@ impl HostState {
                 epid,
                 time_ms,
             } => self.apply_set_epid(count_group, epid, *time_ms),
+            Command::SetHostIdentity(identity) => {
+                CommandResult::HostIdentity(*self.identity.get_or_insert(*identity))
+            }
+            Command::ReplaceHostIdentity { identity, epids } => {
+                self.identity = Some(*identity);
+                self.epids = epids
+                    .iter()
+                    .map(|(group, epid)| {
+                        let rec = EpidRecord {
+                            count_group: group.clone(),
+                            epid: epid.clone(),
+                            set_ms: identity.set_ms,
+                        };
+                        (group.clone(), rec)
+                    })
+                    .collect();
+                CommandResult::HostIdentity(*identity)
+            }
         }
     }
 
@@ -210,6 +230,11 @@ impl HostState {
     /// The ePID of a count group, once set.
     pub fn epid(&self, group: &str) -> Option<&str> {
         self.epids.get(group).map(|r| r.epid.as_str())
+    }
+
+    /// The host identity, once set.
+    pub fn host_identity(&self) -> Option<&HostIdentity> {
+        self.identity.as_ref()
     }
 
     /// All ePID records, sorted by count group.

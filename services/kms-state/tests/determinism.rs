@@ -162,6 +162,9 @@ proptest! {
                     let want = epids.entry(count_group.clone()).or_insert_with(|| epid.clone());
                     prop_assert_eq!(res, CommandResult::Epid(want.clone()));
                 }
+                Command::SetHostIdentity(_) | Command::ReplaceHostIdentity { .. } => {
+                    prop_assert!(matches!(res, CommandResult::HostIdentity(_)));
+                }
                 Command::Activation(a) => {
                     let CommandResult::Activation(r) = res else { panic!("wrong result") };
                     let t = a.time_ms;

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use kms_protocol::LicenseState;
 use kms_state::{
-    Activation, Command, HostState, Outcome, StateConfig, StateError, CLIENT_WINDOW_MS,
-    MAX_RECORD_LEN, SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION,
+    Activation, Command, HostIdentity, HostState, Outcome, StateConfig, StateError,
+    CLIENT_WINDOW_MS, MAX_RECORD_LEN, SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -283,6 +283,22 @@ fn tiny_state() -> HostState {
     s
 }
 
+/// The tiny state's snapshot, record by record.
+const TINY_GOLDEN: &str = concat!(
+    "4b4d535354415445", // magic "KMSSTATE"
+    "01000000", // schema version 1
+    "050a0308e807", // Config { dedup_retention_ms: 1000 }
+    "06120410013001", // GroupStats, global: total 1, initial_grace 1
+    "0f120d0a0777696e646f777310013001", // GroupStats "windows": total 1, initial_grace 1
+    "111a0f0a0777696e646f7773120145188927", // Epid "windows" = "E", set_ms 5001
+    "0d220b0a0777696e646f77731001", // Window "windows", 1 client
+    "472a450a0577696e31301210000000000000000000000000000000031a10000000000000000000000000000000012210000000000000000000000000000000022802301938064001", // Profile 0: "win10", sku 3, kms 1, app 2, state 2, count 25, v6, VM
+    "20321e0a10000000000000000000000000000000c1120370633120882730073801", // Client c1 "pc1", profile 0, last_seen 5000, age 0, grace 7, 1 request
+    "193a170a10000000000000000000000000000000aa1088271801", // Request aa, time 5000, active 1
+    "107a0e0808100218012001280130013801", // End: 8 records; 2 stats, 1 epid, window, profile, client, request
+    "044dff10", // CRC-32
+);
+
 /// A tiny state's exact bytes. The format is deterministic; this pins it so that a change of
 /// layout is deliberate. To update after an intended change (with a new
 /// SNAPSHOT_SCHEMA_VERSION if old files no longer read the same), run
@@ -292,22 +308,44 @@ fn golden_bytes_of_a_tiny_snapshot() {
     let s = tiny_state();
     let hex = hex::encode(bytes_of(&s));
     println!("{hex}");
-    const GOLDEN: &str = concat!(
-        "4b4d535354415445", // magic "KMSSTATE"
-        "01000000", // schema version 1
-        "050a0308e807", // Config { dedup_retention_ms: 1000 }
-        "06120410013001", // GroupStats, global: total 1, initial_grace 1
-        "0f120d0a0777696e646f777310013001", // GroupStats "windows": total 1, initial_grace 1
-        "111a0f0a0777696e646f7773120145188927", // Epid "windows" = "E", set_ms 5001
-        "0d220b0a0777696e646f77731001", // Window "windows", 1 client
-        "472a450a0577696e31301210000000000000000000000000000000031a10000000000000000000000000000000012210000000000000000000000000000000022802301938064001", // Profile 0: "win10", sku 3, kms 1, app 2, state 2, count 25, v6, VM
-        "20321e0a10000000000000000000000000000000c1120370633120882730073801", // Client c1 "pc1", profile 0, last_seen 5000, age 0, grace 7, 1 request
-        "193a170a10000000000000000000000000000000aa1088271801", // Request aa, time 5000, active 1
-        "107a0e0808100218012001280130013801", // End: 8 records; 2 stats, 1 epid, window, profile, client, request
-        "044dff10", // CRC-32
-    );
-    assert_eq!(hex, GOLDEN);
-    assert_eq!(read(&hex::decode(GOLDEN).unwrap()).unwrap(), s);
+    assert_eq!(hex, TINY_GOLDEN);
+    assert_eq!(read(&hex::decode(TINY_GOLDEN).unwrap()).unwrap(), s);
+    // Written before host identities existed, and still read: no identity.
+    assert_eq!(s.host_identity(), None);
+}
+
+/// The tiny state plus a host identity: the identity record sits between the statistics and
+/// the ePIDs, and the end marker counts it (field 8). Update as above.
+#[test]
+fn golden_bytes_of_a_tiny_snapshot_with_a_host_identity() {
+    let mut s = tiny_state();
+    s.apply(&Command::SetHostIdentity(HostIdentity {
+        hwid: *b"\x01\x23\x45\x67\x89\xab\xcd\xef",
+        build: 20348,
+        platform: 3612,
+        set_ms: 5_002,
+    }));
+    let hex = hex::encode(bytes_of(&s));
+    println!("{hex}");
+    // The tiny state's records, with the identity record before the ePID, and a new end
+    // marker (9 records, host_identity 1) and checksum.
+    let golden = TINY_GOLDEN
+        .replacen(
+            "111a0f0a",
+            concat!(
+                "1642140a080123456789abcdef10fc9e01189c1c208a27", // hwid, build 20348, platform 3612, set_ms 5002
+                "111a0f0a",
+            ),
+            1,
+        )
+        .replacen(
+            "107a0e0808100218012001280130013801044dff10",
+            "127a100809100218012001280130013801400163492c4d",
+            1,
+        );
+    assert_ne!(golden, TINY_GOLDEN);
+    assert_eq!(hex, golden);
+    assert_eq!(read(&hex::decode(&golden).unwrap()).unwrap(), s);
 }
 
 // ---- property: any history round-trips and keeps behaving identically ----
@@ -358,6 +396,25 @@ fn commands(ops: &[Op], t: &mut u64) -> Vec<Command> {
         .map(|o| {
             *t = t.saturating_add_signed(o.delta);
             let t = *t;
+            if o.req % 29 == 0 {
+                return Command::SetHostIdentity(HostIdentity {
+                    hwid: [o.cmid; 8],
+                    build: 20348,
+                    platform: 3612,
+                    set_ms: t,
+                });
+            }
+            if o.req % 31 == 0 {
+                return Command::ReplaceHostIdentity {
+                    identity: HostIdentity {
+                        hwid: [o.cmid ^ 0xff; 8],
+                        build: 26100,
+                        platform: 3612,
+                        set_ms: t,
+                    },
+                    epids: [("windows".to_string(), format!("epid-r{}", o.cmid))].into(),
+                };
+            }
             if o.req % 23 == 0 {
                 return Command::SetEpid {
                     count_group: GROUPS[o.group % 3].unwrap().into(),

@@ -46,6 +46,24 @@ enum Cmd {
     /// DNS SRV records (`_vlmcs._tcp`): render zone lines / nsupdate, check resolution.
     #[command(subcommand)]
     Dns(kmsctl::dns::DnsCmd),
+    /// The host identity every ePID shares (hardware id, OS build): show or regenerate it.
+    #[command(subcommand)]
+    HostIdentity(HostIdentityCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostIdentityCmd {
+    /// Show the identity and each count group's ePID.
+    Show(AdminArgs),
+    /// Choose a new identity (new hardware id, the node's host_os) and new ePIDs for every
+    /// count group, at once. Clients see the new ePID at their next renewal. Audited.
+    Regenerate {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -518,10 +536,20 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     url: &str,
     token: Option<&str>,
 ) -> anyhow::Result<T> {
+    admin_json(reqwest::Method::GET, url, token).await
+}
+
+/// One admin API call answering JSON; 401 becomes [`Unauthorized`], another failure
+/// status an error carrying the server's message.
+async fn admin_json<T: serde::de::DeserializeOwned>(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
     let mut req = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?
-        .get(url);
+        .request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -537,15 +565,60 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .into());
     }
     if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
         return Err(AdminAnswered {
             url: url.to_string(),
-            status: resp.status(),
+            status,
+            body: body.trim().to_string(),
         }
         .into());
     }
     resp.json()
         .await
         .with_context(|| format!("bad JSON from {url}"))
+}
+
+async fn host_identity(cmd: HostIdentityCmd) -> anyhow::Result<i32> {
+    let (admin, regenerate, yes) = match cmd {
+        HostIdentityCmd::Show(a) => (a, false, false),
+        HostIdentityCmd::Regenerate { admin, yes } => (admin, true, yes),
+    };
+    let token = admin.token()?;
+    let (method, url) = if regenerate {
+        if !yes && !confirm(
+            "Replace the host identity and every ePID (clients see them at their next renewal)?",
+        )? {
+            eprintln!("not regenerated");
+            return Ok(1);
+        }
+        (
+            reqwest::Method::POST,
+            format!("{}/host-identity/regenerate", admin.base()),
+        )
+    } else {
+        (
+            reqwest::Method::GET,
+            format!("{}/host-identity", admin.base()),
+        )
+    };
+    let r: kms_api::HostIdentityReport = admin_json(method, &url, token.as_deref()).await?;
+    if admin.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render::host_identity(&r));
+    }
+    Ok(0)
+}
+
+/// Asks `question` on the terminal; true for an answer starting with y.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Read, Write};
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().take(64).read_line(&mut line)?;
+    Ok(line.trim().to_ascii_lowercase().starts_with('y'))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -557,6 +630,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Dns(c) => kmsctl::dns::run(c).await,
+        Cmd::HostIdentity(c) => host_identity(c).await,
         Cmd::Status(a) => {
             let url = format!("{}/status", a.base());
             let token = a.token()?;
@@ -735,10 +809,11 @@ fn failure_exit_code(e: &anyhow::Error) -> i32 {
 
 /// The admin API answered with an error status other than 401.
 #[derive(Debug, thiserror::Error)]
-#[error("{url} answered {status}")]
+#[error("{url} answered {status}: {body}")]
 struct AdminAnswered {
     url: String,
     status: reqwest::StatusCode,
+    body: String,
 }
 
 /// `admin` as a base URL: trailing slashes dropped, `http://` added when it names no scheme.

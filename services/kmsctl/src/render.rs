@@ -1,5 +1,5 @@
 //! Text rendering in the shape admins know: `slmgr /dlv` for host status, `slmgr /ato`
-//! for an activation.
+//! for an activation; the host identity with each group's ePID.
 //!
 //! Every string that came over the network (above all the machine names clients chose)
 //! goes through [`kms_protocol::text::escape`] before it reaches the terminal, so a name
@@ -161,6 +161,35 @@ pub fn clients(list: &[ClientInfo]) -> String {
     }
     s.push_str(&format!("{} client machine(s)\n", list.len()));
     s
+}
+
+/// `kmsctl host-identity show`: the identity, then one line per stored ePID marked when it
+/// does not name the identity's build and platform.
+pub fn host_identity(r: &kms_api::HostIdentityReport) -> String {
+    let mut out = String::new();
+    match &r.identity {
+        Some(id) => {
+            let os = id.host_os.as_deref().unwrap_or("unknown release");
+            out.push_str(&format!("Hardware ID: {}\n", id.hwid));
+            out.push_str(&format!(
+                "Host OS: build {} ({os}), platform {}\n",
+                id.build, id.platform
+            ));
+        }
+        None => {
+            out.push_str("Host identity: not chosen yet (the first answered request chooses it)\n")
+        }
+    }
+    out.push_str(&format!("Configured host_os: {}\n", r.configured_host_os));
+    for e in &r.epids {
+        let mark = if e.matches_identity {
+            ""
+        } else {
+            "  (other build: regenerate to make it uniform)"
+        };
+        out.push_str(&format!("ePID {}: {}{mark}\n", e.count_group, e.epid));
+    }
+    out
 }
 
 #[cfg(test)]

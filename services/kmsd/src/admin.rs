@@ -1,5 +1,5 @@
 //! The admin HTTP API (axum), separate from port 1688: `/livez`, `/readyz`, `/status`,
-//! `/clients`, `/metrics`.
+//! `/clients`, `/metrics`, `/host-identity` and `POST /host-identity/regenerate` (audited).
 //!
 //! `/livez` tells the truth about progress: it answers 503 naming the stalled loop while
 //! the [`crate::watchdog`] finds one (work pending, no progress for
@@ -19,7 +19,7 @@ use crate::watchdog::Health;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use kms_state::ClientFilter;
 use serde::Deserialize;
@@ -41,6 +41,8 @@ pub struct AdminState {
     pub metrics: Option<Arc<Metrics>>,
     /// The watchdog's verdict.
     pub health: Arc<Health>,
+    /// Where operator actions (regenerate) are recorded.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Paths served without the admin token: kubelet probes and Prometheus scrapes.
@@ -219,7 +221,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/clients", get(clients))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/host-identity", get(host_identity))
+        .route("/host-identity/regenerate", post(regenerate_host_identity));
     #[cfg(feature = "fault-injection")]
     let router = router.merge(crate::fault::router());
     router.with_state(state)
@@ -275,6 +279,62 @@ async fn metrics(State(s): State<AdminState>) -> axum::response::Response {
         body,
     )
         .into_response()
+}
+
+async fn host_identity(State(s): State<AdminState>) -> impl IntoResponse {
+    Json(report::host_identity(&s.service))
+}
+
+/// Replaces the host identity and every ePID (a new hardware id, the configured `host_os`);
+/// needs a leader, so the change is committed rather than queued. Audited either way.
+async fn regenerate_host_identity(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
+    if !s.service.backend().node().has_leader() {
+        s.audit.record(
+            "host_identity.regenerate",
+            serde_json::json!({"peer": peer, "ok": false, "error": "no leader"}),
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader: the host identity can only be regenerated while the cluster has a quorum\n",
+        )
+            .into_response();
+    }
+    match s.service.regenerate_identity(crate::now_ms()).await {
+        Ok((before, after)) => {
+            let hex = |h: [u8; 8]| h.iter().map(|b| format!("{b:02X}")).collect::<String>();
+            s.audit.record(
+                "host_identity.regenerate",
+                serde_json::json!({
+                    "peer": peer,
+                    "ok": true,
+                    "old_hwid": before.map(|b| hex(b.hwid)),
+                    "old_build": before.map(|b| b.build),
+                    "hwid": hex(after.hwid),
+                    "build": after.build,
+                    "platform": after.platform,
+                }),
+            );
+            Json(report::host_identity(&s.service)).into_response()
+        }
+        Err(e) => {
+            s.audit.record(
+                "host_identity.regenerate",
+                serde_json::json!({"peer": peer, "ok": false, "error": e.to_string()}),
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot regenerate the host identity: {e}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Query parameters of `/clients`.

@@ -1,6 +1,6 @@
 //! The audit log: security-relevant events — membership changes (operator RPCs,
-//! Kubernetes discovery, bootstrap), configuration reloads and admin API authentication
-//! failures.
+//! Kubernetes discovery, bootstrap), configuration reloads, host identity regenerations and
+//! admin API authentication failures.
 //!
 //! With `audit_log` set, each event is appended to that file as one JSON line
 //! `{"timestamp":"2025-01-31T12:00:00.000Z","event":"...","node_id":1,"details":{...}}`
@@ -24,6 +24,8 @@
 //!   `reason`).
 //! - `config.reload`, `config.reload_rejected`: a configuration reload applied or refused
 //!   (recorded by the reload code).
+//! - `host_identity.regenerate`: `POST /host-identity/regenerate` (`kmsctl host-identity
+//!   regenerate`): `peer`, `ok`, and the old and new `hwid` and `build`, or the `error`.
 
 use kms_cluster::events::{MembershipChange, MembershipEvent, Origin};
 use kms_cluster::handover::Handover;

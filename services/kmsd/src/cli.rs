@@ -64,6 +64,9 @@ pub struct Args {
     /// LCID used in generated ePIDs.
     #[arg(long, env = "KMSD_LCID")]
     pub lcid: Option<u32>,
+    /// Windows Server release the host claims in its ePIDs (2012r2, 2016, 2019, 2022, 2025).
+    #[arg(long, env = "KMSD_HOST_OS")]
+    pub host_os: Option<String>,
     /// Accept NDR64 transfer syntax.
     #[arg(long, env = "KMSD_NDR64")]
     pub ndr64: Option<bool>,
@@ -337,6 +340,7 @@ impl Args {
             check_client_time,
             max_clock_skew_minutes,
             lcid,
+            host_os,
             ndr64,
             btfn,
             max_pdu_bytes,

@@ -133,6 +133,17 @@ pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::Co
                 key: "licensed_groups",
                 message: e.to_string(),
             })?;
+    let host_os = cfg.host_os()?;
+    for group in &licensed {
+        if let Some(csvlk) = catalog.group(group).and_then(|g| g.csvlk) {
+            host_os
+                .check_csvlk(group, &csvlk)
+                .map_err(|e| config::ConfigError::Invalid {
+                    key: "host_os",
+                    message: e.to_string(),
+                })?;
+        }
+    }
     Ok(Policy {
         licensed: licensed.into_iter().collect::<BTreeSet<_>>(),
         activation_interval: cfg.activation_interval,
@@ -141,6 +152,7 @@ pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::Co
             .check_client_time
             .then_some(cfg.max_clock_skew_minutes as u64 * 60_000),
         lcid: cfg.lcid,
+        host_os,
     })
 }
 
@@ -463,6 +475,7 @@ pub async fn run_with(
         ready: ready.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
+        audit: audit.clone(),
     };
     let admin_app = admin::protect(
         admin::router(admin_state),

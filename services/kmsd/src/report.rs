@@ -138,3 +138,36 @@ pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
     });
     out
 }
+
+/// The `/host-identity` document: the replicated identity and each stored ePID checked
+/// against it.
+pub fn host_identity(service: &Service) -> kms_api::HostIdentityReport {
+    let host_os = service.policy().host_os;
+    service.backend().read(|s| {
+        let identity = s.host_identity().copied();
+        let epids: Vec<kms_api::GroupEpid> = s
+            .epids()
+            .map(|r| kms_api::GroupEpid {
+                count_group: r.count_group.clone(),
+                epid: r.epid.clone(),
+                matches_identity: identity.is_some_and(|id| {
+                    kms_protocol::epid::Epid::parse(&r.epid)
+                        .is_ok_and(|e| e.build == id.build && e.platform_id == id.platform)
+                }),
+            })
+            .collect();
+        kms_api::HostIdentityReport {
+            uniform: identity.is_some() && epids.iter().all(|e| e.matches_identity),
+            identity: identity.map(|id| kms_api::HostIdentityView {
+                hwid: id.hwid.iter().map(|b| format!("{b:02X}")).collect(),
+                build: id.build,
+                platform: id.platform,
+                host_os: kms_protocol::host_os::HostOs::from_build(id.build)
+                    .map(|os| os.name().to_string()),
+                set_ms: id.set_ms,
+            }),
+            configured_host_os: host_os.name().to_string(),
+            epids,
+        }
+    })
+}

@@ -1,4 +1,5 @@
-//! Conversions of the application data: [`kms_state::Command`] (an activation or an ePID),
+//! Conversions of the application data: [`kms_state::Command`] (an activation, an ePID or the
+//! host identity),
 //! [`kms_state::CommandResult`], command batches ([`encode_commands`] / [`decode_commands`] for
 //! the outbox) and the `Forward` request and response.
 //!
@@ -7,7 +8,7 @@
 //! refusal's HRESULT.
 
 use kms_protocol::LicenseState;
-use kms_state::{Activation, ActivationResult, Command, CommandResult, Outcome};
+use kms_state::{Activation, ActivationResult, Command, CommandResult, HostIdentity, Outcome};
 use prost::Message;
 use uuid::Uuid;
 
@@ -135,6 +136,21 @@ impl From<&Command> for pb::Command {
                 epid: epid.clone(),
                 time_ms: *time_ms,
             }),
+            Command::SetHostIdentity(identity) => {
+                Kind::SetHostIdentity(pb::HostIdentity::from(identity))
+            }
+            Command::ReplaceHostIdentity { identity, epids } => {
+                Kind::ReplaceHostIdentity(pb::ReplaceHostIdentity {
+                    identity: Some(pb::HostIdentity::from(identity)),
+                    epids: epids
+                        .iter()
+                        .map(|(count_group, epid)| pb::GroupEpid {
+                            count_group: count_group.clone(),
+                            epid: epid.clone(),
+                        })
+                        .collect(),
+                })
+            }
         };
         pb::Command { kind: Some(kind) }
     }
@@ -152,6 +168,44 @@ impl TryFrom<pb::Command> for Command {
                 epid: s.epid,
                 time_ms: s.time_ms,
             },
+            Kind::SetHostIdentity(h) => Command::SetHostIdentity(h.try_into()?),
+            Kind::ReplaceHostIdentity(r) => Command::ReplaceHostIdentity {
+                identity: required(r.identity, "ReplaceHostIdentity.identity")?.try_into()?,
+                epids: r
+                    .epids
+                    .into_iter()
+                    .map(|e| (e.count_group, e.epid))
+                    .collect(),
+            },
+        })
+    }
+}
+
+impl From<&HostIdentity> for pb::HostIdentity {
+    fn from(h: &HostIdentity) -> Self {
+        pb::HostIdentity {
+            hwid: h.hwid.to_vec(),
+            build: h.build,
+            platform: h.platform,
+            set_ms: h.set_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::HostIdentity> for HostIdentity {
+    type Error = PbError;
+
+    fn try_from(h: pb::HostIdentity) -> Result<Self, PbError> {
+        let hwid = <[u8; 8]>::try_from(h.hwid.as_slice()).map_err(|_| PbError::Length {
+            field: "HostIdentity.hwid",
+            expected: 8,
+            len: h.hwid.len(),
+        })?;
+        Ok(HostIdentity {
+            hwid,
+            build: h.build,
+            platform: h.platform,
+            set_ms: h.set_ms,
         })
     }
 }
@@ -165,6 +219,7 @@ impl From<&CommandResult> for pb::CommandResult {
                 duplicate: a.duplicate,
             }),
             CommandResult::Epid(epid) => Kind::Epid(epid.clone()),
+            CommandResult::HostIdentity(h) => Kind::HostIdentity(pb::HostIdentity::from(h)),
         };
         pb::CommandResult { kind: Some(kind) }
     }
@@ -181,6 +236,7 @@ impl TryFrom<pb::CommandResult> for CommandResult {
                 duplicate: a.duplicate,
             }),
             Kind::Epid(epid) => CommandResult::Epid(epid),
+            Kind::HostIdentity(h) => CommandResult::HostIdentity(h.try_into()?),
         })
     }
 }

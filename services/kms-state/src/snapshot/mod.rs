@@ -10,7 +10,7 @@
 //! CRC-32                          u32, little-endian, of every byte before it
 //! ```
 //!
-//! Records come in a fixed order (configuration, statistics, ePIDs, each count group's clients
+//! Records come in a fixed order (configuration, statistics, the host identity if set, ePIDs, each count group's clients
 //! by CMID with their shared profiles, remembered request ids in expiry order with
 //! delta-encoded times; see `proto/state.proto`), so equal states give equal bytes. These are
 //! the orders the state keeps them in, so the writer walks each structure in sequence, without
@@ -109,6 +109,7 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::Config(_) => "config",
         Kind::GroupStats(s) if s.count_group.is_none() => "global stats",
         Kind::GroupStats(_) => "group stats",
+        Kind::HostIdentity(_) => "host identity",
         Kind::Epid(_) => "epid",
         Kind::Window(_) => "window",
         Kind::Profile(_) => "profile",

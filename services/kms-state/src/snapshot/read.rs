@@ -14,6 +14,7 @@ use crate::compact::{intern, intern_profile, MachineName, Profile};
 use crate::dedup::DedupEntry;
 use crate::epid::EpidRecord;
 use crate::error::StateError;
+use crate::identity::HostIdentity;
 use crate::state::{HostState, StateConfig};
 use crate::window::{Client, ClientWindow};
 
@@ -61,6 +62,7 @@ enum Section {
     Config,
     GlobalStats,
     GroupStats,
+    Identity,
     Epids,
     Windows,
     Requests,
@@ -225,6 +227,18 @@ impl Builder {
                     self.counts.group_stats += 1;
                 }
             },
+            Kind::HostIdentity(h) => {
+                self.enter(record, &kind, Section::Identity)?;
+                let hwid = <[u8; 8]>::try_from(h.hwid.as_slice())
+                    .map_err(|_| Self::invalid(record, "host identity", "hwid is not 8 bytes"))?;
+                self.state.identity = Some(HostIdentity {
+                    hwid,
+                    build: h.build,
+                    platform: h.platform,
+                    set_ms: h.set_ms,
+                });
+                self.counts.host_identity += 1;
+            }
             Kind::Epid(e) => {
                 self.enter(record, &kind, Section::Epids)?;
                 self.next_group(record, "epid", &e.count_group)?;
@@ -431,6 +445,7 @@ impl Builder {
             ("profiles", end.profiles, c.profiles),
             ("clients", end.clients, c.clients),
             ("requests", end.requests, c.requests),
+            ("host identities", end.host_identity, c.host_identity),
         ] {
             if expected != found {
                 return Err(StateError::CountMismatch {

@@ -33,6 +33,15 @@ impl HostState {
             out.record(Kind::GroupStats(stats_to_pb(Some(group), stats)))?;
             end.group_stats += 1;
         }
+        if let Some(id) = &self.identity {
+            out.record(Kind::HostIdentity(pb::HostIdentity {
+                hwid: id.hwid.to_vec(),
+                build: id.build,
+                platform: id.platform,
+                set_ms: id.set_ms,
+            }))?;
+            end.host_identity += 1;
+        }
         for rec in self.epids.values() {
             out.record(Kind::Epid(pb::Epid {
                 count_group: rec.count_group.clone(),

@@ -106,6 +106,11 @@ pub struct Config {
     pub max_clock_skew_minutes: u32,
     /// LCID in generated ePIDs. Default 1033 (en-US).
     pub lcid: u32,
+    /// Which Windows Server release the host claims in every ePID (build and platform id):
+    /// `2008`, `2008r2`, `2012`, `2012r2`, `2016`, `2019`, `2022`, `2025`. Used when the
+    /// cluster's host identity is chosen (first request, or `kmsctl host-identity
+    /// regenerate`); every licensed group's host key must install on it. Default `2025`.
+    pub host_os: String,
     /// Accept NDR64 (as Windows Server 2012+ hosts do). Default true.
     pub ndr64: bool,
     /// Acknowledge bind-time feature negotiation. Default true.
@@ -277,6 +282,7 @@ impl Default for Config {
             check_client_time: false,
             max_clock_skew_minutes: 240,
             lcid: 1033,
+            host_os: "2025".into(),
             ndr64: true,
             btfn: true,
             max_pdu_bytes: 4096,
@@ -381,6 +387,16 @@ impl Config {
         })
     }
 
+    /// The parsed `host_os`.
+    pub fn host_os(&self) -> Result<kms_protocol::host_os::HostOs, ConfigError> {
+        self.host_os.parse().map_err(
+            |e: kms_protocol::host_os::HostOsError| ConfigError::Invalid {
+                key: "host_os",
+                message: e.to_string(),
+            },
+        )
+    }
+
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
@@ -446,6 +462,7 @@ impl Config {
         if self.lcid == 0 || self.lcid > 0xffff {
             return invalid("lcid", "must be a Windows LCID (1..=65535)");
         }
+        self.host_os()?;
         if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
             return invalid(
                 "election_timeout_ms",
@@ -688,6 +705,35 @@ fn check_admin_token(key: &'static str, token: &str) -> Result<(), ConfigError> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_os_is_checked() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.host_os().unwrap(),
+            kms_protocol::host_os::HostOs::Server2025
+        );
+        c.host_os = "2012 R2".into();
+        assert!(c.validate().is_ok());
+        c.host_os = "2023".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("host_os") && e.contains("2023"), "{e}");
+    }
+
+    #[test]
+    fn host_os_must_hold_every_licensed_key() {
+        let mut c = Config {
+            host_os: "2012r2".into(),
+            licensed_groups: "server-2025".into(),
+            ..Config::default()
+        };
+        let catalog = kms_protocol::products::Catalog::builtin();
+        let e = crate::policy_from(&c, &catalog).unwrap_err().to_string();
+        assert!(e.contains("server-2025") && e.contains("14393"), "{e}");
+        c.host_os = "2016".into();
+        assert!(crate::policy_from(&c, &catalog).is_ok());
+    }
+
     use super::*;
     use std::path::Path;
 

@@ -29,7 +29,7 @@ esac
 
 # The single-process integration tests of the quick tier: real kmsd processes on loopback,
 # no containers and no external programs.
-QUICK_TESTS=(vectors single_node access admin_auth bad_input hostile reload)
+QUICK_TESTS=(vectors single_node access admin_auth admin_limits bad_input hostile reload membership)
 
 if [ "$tier" = quick ]; then
     echo "== quick tier: unit tests, vectors, storage suite, single-process integration"

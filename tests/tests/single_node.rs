@@ -109,6 +109,19 @@ fn restart_keeps_counts_epids_and_statistics() {
             .mode();
         assert_eq!(mode & 0o777, 0o700, "data dir mode {mode:o}");
     }
+    let mut files = 0;
+    for entry in walk(&dir.path().join("d")) {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&entry).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", entry.display());
+        } else {
+            files += 1;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", entry.display());
+        }
+    }
+    assert!(files > 0, "the data directory holds files once started");
     for _ in 0..3 {
         k.activate(&[
             "--product",
@@ -270,4 +283,17 @@ fn bad_config_is_rejected_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus-group"));
+}
+
+/// Every path under `dir` (not `dir` itself).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }

@@ -100,6 +100,20 @@ fn stats_block(st: &kms_api::RequestStats, indent: &str) -> String {
             l.slmgr_text()
         ));
     }
+    // States slmgr has no line for (a client reported a value outside 0..=6): one line of
+    // their own, so that the lines add up to the total.
+    let known: Vec<&str> = LicenseState::KNOWN.iter().map(|l| l.label()).collect();
+    let other: u64 = st
+        .requests_by_license_state
+        .iter()
+        .filter(|(label, _)| !known.contains(&label.as_str()))
+        .map(|(_, n)| *n)
+        .sum();
+    if other > 0 {
+        s.push_str(&format!(
+            "{indent}Requests with another License Status: {other}\n"
+        ));
+    }
     s
 }
 
@@ -223,6 +237,33 @@ mod tests {
             "PC\\u{a}2026-12-01T00:00:00.000000Z ERROR kmsd: FAKE\\u{1b}]0;pwned\\u{7}\\u{1b}[31m"
         ));
         assert!(text.contains("Windows\\u{202e}"));
+    }
+
+    #[test]
+    fn status_lines_add_up_to_the_total_with_other_states() {
+        let by: std::collections::BTreeMap<String, u64> = [
+            ("licensed".to_string(), 400),
+            ("notification".to_string(), 100),
+            ("other".to_string(), 3),
+        ]
+        .into_iter()
+        .collect();
+        let st = kms_api::RequestStats {
+            total_requests: 504,
+            failed_requests: 1,
+            requests_by_license_state: by,
+        };
+        let text = stats_block(&st, "");
+        let sum: u64 = text
+            .lines()
+            .filter(|l| !l.starts_with("Total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(sum, 504, "{text}");
+        assert!(
+            text.contains("Requests with another License Status: 3"),
+            "{text}"
+        );
     }
 
     #[test]

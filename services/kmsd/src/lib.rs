@@ -541,12 +541,38 @@ pub async fn run_with(
 }
 
 /// Makes the data directory readable by its owner only: it holds the client inventory
-/// (machine names, client machine ids) and the cluster's log. Failing to do so (e.g. a mounted
-/// volume owned by another user) is logged, not fatal.
+/// (machine names, client machine ids) and the cluster's log. The directory and every
+/// directory in it become 0700, every file 0600 (files written from now on are created so by
+/// [`owner_only_files`]). Failing to do so (e.g. a mounted volume owned by another user) is
+/// logged, not fatal.
 fn restrict_data_dir(dir: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let owner_only = std::fs::Permissions::from_mode(0o700);
-    if let Err(e) = std::fs::set_permissions(dir, owner_only) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory owner-only (0700); other local users may read the client inventory");
+    if let Err(e) = restrict_tree(dir, 0) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory owner-only (0700, files 0600); other local users may read the client inventory");
     }
+}
+
+fn restrict_tree(dir: &std::path::Path, depth: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    // The data directory is a few levels deep (raft/log, raft/snapshots); deeper is not ours.
+    if depth > 4 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            restrict_tree(&entry.path(), depth + 1)?;
+        } else if kind.is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the process's file creation mask to 077, so that every file kmsd creates (log
+/// segments, snapshots, outbox, identity, audit log) is 0600 and every directory 0700.
+/// Call it first thing in the binary.
+pub fn owner_only_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }

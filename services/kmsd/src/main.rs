@@ -4,6 +4,7 @@ use clap::Parser;
 use kmsd::cli::Args;
 
 fn main() -> anyhow::Result<()> {
+    kmsd::owner_only_files();
     let args = Args::parse();
     let cfg = match args.resolve() {
         Ok(c) => c,

@@ -344,13 +344,48 @@ impl Default for Config {
     }
 }
 
+/// The CIDR lists of a config file, with where each entry is written.
+#[derive(Deserialize)]
+struct CidrSpans {
+    #[serde(default)]
+    allow_cidrs: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    limit_exempt_cidrs: Vec<toml::Spanned<String>>,
+}
+
+/// Checks the CIDR lists of a config file's `text`; the error names the key, the entry and
+/// its line, which the later check of the merged settings cannot (flags and env have none).
+fn check_cidr_lines(text: &str) -> Result<(), String> {
+    let Ok(spans) = toml::from_str::<CidrSpans>(text) else {
+        return Ok(());
+    };
+    for (key, list) in [
+        ("allow_cidrs", &spans.allow_cidrs),
+        ("limit_exempt_cidrs", &spans.limit_exempt_cidrs),
+    ] {
+        for entry in list {
+            if let Err(e) = entry.get_ref().parse::<crate::access::Cidr>() {
+                let line = text[..entry.span().start.min(text.len())]
+                    .lines()
+                    .count()
+                    .max(1);
+                return Err(format!("line {line}: {key}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Parses a TOML document over the defaults.
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let cfg: Config = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        check_cidr_lines(text).map_err(parse_error)?;
+        Ok(cfg)
     }
 
     /// Reads a TOML file over the defaults.
@@ -750,6 +785,22 @@ mod tests {
         let c = Config::from_toml("renewal_interval = 60\n", Path::new("x")).unwrap();
         assert_eq!(c.renewal_interval, 60);
         assert_eq!(c.activation_interval, 120);
+    }
+
+    #[test]
+    fn a_bad_cidr_in_the_file_names_its_line() {
+        let text = "node_id = 1\n\nallow_cidrs = [\n  \"10.0.0.0/8\",\n  \"10.1.0.0/33\",\n]\n";
+        let e = Config::from_toml(text, Path::new("kmsd.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("kmsd.toml"), "{msg}");
+        assert!(msg.contains("line 5: allow_cidrs"), "{msg}");
+        assert!(msg.contains("10.1.0.0/33"), "{msg}");
+        let text = "limit_exempt_cidrs = [\"::1/128\", \"fe80::/200\"]\n";
+        let msg = Config::from_toml(text, Path::new("k"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 1: limit_exempt_cidrs"), "{msg}");
+        Config::from_toml("allow_cidrs = [\"10.0.0.0/8\"]\n", Path::new("k")).unwrap();
     }
 
     #[test]

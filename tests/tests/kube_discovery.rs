@@ -1,7 +1,8 @@
 //! Kubernetes discovery against a fake API server (`kms_tests::fake_kube`): three real
 //! `kmsd` processes on 127.0.0.1-3 find each other through EndpointSlices, node 1
 //! initializes the cluster and adds the others as voters; a pod missing from the slices
-//! stays a voter; scaling the StatefulSet down removes the member above the replicas.
+//! stays a voter; scaling the StatefulSet down removes the member above the replicas; a
+//! learner that no longer answers is not promoted (the guarded membership path).
 
 use kms_tests::fake_kube::FakeKube;
 use kms_tests::harness::{free_port_on, Kmsd};
@@ -205,6 +206,93 @@ fn scale_down_without_a_readable_statefulset_changes_nothing() {
     assert!(nodes[0]
         .log_text()
         .contains("cannot read the StatefulSet; no membership change this round"));
+}
+
+/// Discovery goes through the guarded membership path: a learner that had caught up but no
+/// longer answers (stopped with SIGSTOP, as a hung pod) is not promoted, the single voter
+/// keeps committing with a stable membership, and the learner is promoted once it answers.
+#[test]
+fn discovery_does_not_promote_a_learner_that_does_not_answer() {
+    let (kube, dir, nodes, cluster) = start_discovered(&["127.0.0.1"], 1);
+    wait_voters(&[&nodes[0]], &[1], Duration::from_secs(30));
+    // Discovery holds still while the StatefulSet cannot be read.
+    kube.set_replicas(None);
+    let addr2 = format!("127.0.0.2:{}", free_port_on("127.0.0.2"));
+    let peers = format!("1={},2={addr2}", cluster[0]);
+    let mut n2 = Kmsd::launch_on(
+        "127.0.0.2",
+        &dir.path().join("node2"),
+        &[
+            "--node-id",
+            "2",
+            "--cluster-listen",
+            &addr2,
+            "--peers",
+            &peers,
+            "--heartbeat-ms",
+            "50",
+            "--election-timeout-ms",
+            "300",
+        ],
+    );
+    let out = kms_tests::harness::kmsctl_ok(&[
+        "cluster",
+        "add-learner",
+        "--cluster",
+        &cluster[0],
+        "--id",
+        "2",
+        "--addr",
+        &addr2,
+    ]);
+    assert!(out.status.success());
+    n2.wait_ready();
+    let (v, code) = nodes[0].activate(&["--product", "Windows 10 Enterprise"]);
+    assert!(code == 0 || code == 3, "{v}");
+    // Caught up: the leader has replicated its whole log to node 2.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let raft = nodes[0].status()["raft"].clone();
+        if raft["replication"]["2"].as_u64().is_some()
+            && raft["replication"]["2"] == raft["last_log_index"]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "learner never caught up: {raft}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    n2.signal("STOP");
+    let port2: u16 = addr2.rsplit_once(':').unwrap().1.parse().unwrap();
+    kube.set_endpoint(&format!("{STS}-1"), "127.0.0.2", port2);
+    kube.set_replicas(Some(2));
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !nodes[0].log_text().contains("does not answer") {
+        assert!(
+            Instant::now() < deadline,
+            "discovery never tried (and was refused) to promote node 2:\n{}",
+            nodes[0].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let raft = nodes[0].status()["raft"].clone();
+    assert_eq!(raft["membership_state"], "stable", "{raft}");
+    assert_eq!(voters(&nodes[0]), Some(BTreeSet::from([1])), "{raft}");
+    let before = raft["applied_index"].as_u64().unwrap();
+    let (v, code) = nodes[0].activate(&["--product", "Windows 10 Enterprise"]);
+    assert!(code == 0 || code == 3, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[0].status()["raft"]["applied_index"].as_u64().unwrap() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the single voter stopped committing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Answering again: discovery promotes it.
+    n2.signal("CONT");
+    wait_voters(&[&nodes[0]], &[1, 2], Duration::from_secs(40));
+    assert_eq!(nodes[0].status()["raft"]["membership_state"], "stable");
 }
 
 /// kube's client is pointed at `kubernetes_api_url` and works over plain HTTP without

@@ -145,3 +145,60 @@ fn sighup_applies_reloadable_settings_and_rejects_bad_files() {
         ],
     );
 }
+
+fn windows_active(k: &Kmsd) -> u64 {
+    k.status()["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "windows")
+        .and_then(|g| g["active_clients"].as_u64())
+        .unwrap()
+}
+
+/// The test clock (`clock_offset_secs`, reloadable): 31 days pass in one SIGHUP. Clients
+/// seen "a month ago" leave the 30-day count, new ones count from 1 again, and the client
+/// clock check still uses the real clock (the activations are accepted).
+#[test]
+fn an_offset_clock_moves_the_count_window_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kmsd.toml");
+    std::fs::write(&file, "clock_offset_secs = 0\n").unwrap();
+    let cfg = file.display().to_string();
+    let k = Kmsd::start(&dir.path().join("n"), &["--config", &cfg]);
+    for _ in 0..3 {
+        assert_eq!(activate(&k, "127.0.0.1", "Windows 10 Enterprise"), 3);
+    }
+    assert_eq!(windows_active(&k), 3);
+    assert_eq!(k.status()["clock_offset_secs"], 0);
+
+    reload(
+        &k,
+        &file,
+        "clock_offset_secs = 2678400\n",
+        "configuration reloaded",
+        1,
+    );
+    assert_eq!(k.status()["clock_offset_secs"], 2_678_400);
+    assert_eq!(
+        windows_active(&k),
+        0,
+        "31 days later the 30-day count is empty"
+    );
+    let (v, code) = k.activate(&["--product", "Windows 10 Enterprise"]);
+    assert_eq!(
+        code, 3,
+        "answered below the minimum, not refused for clock skew: {v}"
+    );
+    assert_eq!(v["current_count"], 1, "{v}");
+
+    // Out of range: refused, the running offset stays.
+    reload(
+        &k,
+        &file,
+        "clock_offset_secs = 999999999999\n",
+        "configuration reload rejected",
+        1,
+    );
+    assert_eq!(k.status()["clock_offset_secs"], 2_678_400);
+}

@@ -76,6 +76,9 @@ pub struct StatusReport {
     pub connections: BTreeMap<String, u64>,
     /// This node's view of the Raft cluster.
     pub raft: RaftView,
+    /// The test clock offset in effect (`clock_offset_secs`; 0 in production).
+    #[serde(default)]
+    pub clock_offset_secs: i64,
 }
 
 /// One node's view of the Raft cluster (`status.raft`).
@@ -217,6 +220,7 @@ mod tests {
             stats: RequestStats::default(),
             groups: vec![],
             connections: BTreeMap::new(),
+            clock_offset_secs: 0,
             raft: RaftView::default(),
         };
         let v = serde_json::to_value(&r).unwrap();

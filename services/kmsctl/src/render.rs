@@ -305,6 +305,7 @@ mod tests {
                 stats,
             }],
             connections: Default::default(),
+            clock_offset_secs: 0,
             raft: Default::default(),
         };
         let text = status(&r);

@@ -253,12 +253,8 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
 }
 
 async fn status(State(s): State<AdminState>) -> impl IntoResponse {
-    Json(report::status(
-        &s.service,
-        &s.counters,
-        &s.facts,
-        crate::now_ms(),
-    ))
+    let now = s.service.policy().state_time(crate::now_ms());
+    Json(report::status(&s.service, &s.counters, &s.facts, now))
 }
 
 async fn metrics(State(s): State<AdminState>) -> axum::response::Response {
@@ -269,7 +265,8 @@ async fn metrics(State(s): State<AdminState>) -> axum::response::Response {
         )
             .into_response();
     };
-    let status = report::status(&s.service, &s.counters, &s.facts, crate::now_ms());
+    let now = s.service.policy().state_time(crate::now_ms());
+    let status = report::status(&s.service, &s.counters, &s.facts, now);
     let body = m.render(&status, &s.counters.snapshot());
     (
         [(
@@ -306,7 +303,8 @@ async fn regenerate_host_identity(
         )
             .into_response();
     }
-    match s.service.regenerate_identity(crate::now_ms()).await {
+    let now = s.service.policy().state_time(crate::now_ms());
+    match s.service.regenerate_identity(now).await {
         Ok((before, after)) => {
             let hex = |h: [u8; 8]| h.iter().map(|b| format!("{b:02X}")).collect::<String>();
             s.audit.record(

@@ -64,6 +64,10 @@ pub struct Args {
     /// LCID used in generated ePIDs.
     #[arg(long, env = "KMSD_LCID")]
     pub lcid: Option<u32>,
+    /// Tests and drills only: seconds added to the clock activations are stamped and counts
+    /// read at (e.g. 15552000 = 180 days ahead); the client clock check keeps the real clock.
+    #[arg(long, env = "KMSD_CLOCK_OFFSET_SECS", allow_hyphen_values = true)]
+    pub clock_offset_secs: Option<i64>,
     /// Windows Server release the host claims in its ePIDs (2012r2, 2016, 2019, 2022, 2025).
     #[arg(long, env = "KMSD_HOST_OS")]
     pub host_os: Option<String>,
@@ -340,6 +344,7 @@ impl Args {
             check_client_time,
             max_clock_skew_minutes,
             lcid,
+            clock_offset_secs,
             host_os,
             ndr64,
             btfn,

@@ -153,6 +153,7 @@ pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::Co
             .then_some(cfg.max_clock_skew_minutes as u64 * 60_000),
         lcid: cfg.lcid,
         host_os,
+        clock_offset_ms: cfg.clock_offset_secs.saturating_mul(1000),
     })
 }
 
@@ -498,6 +499,12 @@ pub async fn run_with(
     #[cfg(feature = "fault-injection")]
     tracing::warn!("this kmsd is built with the test-only `fault-injection` feature (routes under /debug/fault/); never run it in production");
     tracing::info!(kms = ?bound.kms, admin = %bound.admin, data_dir = %cfg.data_dir.display(), licensed = ?service.policy().licensed, "kmsd ready");
+    if cfg.clock_offset_secs != 0 {
+        tracing::warn!(
+            clock_offset_secs = cfg.clock_offset_secs,
+            "test clock offset in effect: activations are stamped and counts read this far from the real time (tests and drills only)"
+        );
+    }
     on_bound(&bound);
 
     let fatal = tokio::select! {

@@ -440,6 +440,7 @@ mod tests {
                 },
             }],
             connections: BTreeMap::new(),
+            clock_offset_secs: 0,
             raft: RaftView {
                 node_id: 2,
                 role: "leader".into(),

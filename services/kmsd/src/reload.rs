@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Keys applied at runtime; every other key that differs needs a restart.
-pub const RELOADABLE: [&str; 16] = [
+pub const RELOADABLE: [&str; 17] = [
     "allow_cidrs",
     "limit_exempt_cidrs",
     "max_connections_per_ip",
@@ -30,6 +30,7 @@ pub const RELOADABLE: [&str; 16] = [
     "check_client_time",
     "max_clock_skew_minutes",
     "lcid",
+    "clock_offset_secs",
     "log_level",
 ];
 
@@ -102,6 +103,7 @@ pub fn apply(
     effective.check_client_time = new.check_client_time;
     effective.max_clock_skew_minutes = new.max_clock_skew_minutes;
     effective.lcid = new.lcid;
+    effective.clock_offset_secs = new.clock_offset_secs;
     effective.log_level = new.log_level.clone();
     effective.validate()?;
 

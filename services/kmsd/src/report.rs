@@ -95,6 +95,7 @@ pub fn status(
         stats,
         groups,
         connections,
+        clock_offset_secs: policy.clock_offset_ms / 1000,
     }
 }
 

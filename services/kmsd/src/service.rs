@@ -40,6 +40,16 @@ pub struct Policy {
     pub lcid: u32,
     /// The release a newly chosen host identity claims (`host_os`).
     pub host_os: HostOs,
+    /// Added to the real clock for the state's time (`clock_offset_secs`, tests only), ms.
+    pub clock_offset_ms: i64,
+}
+
+impl Policy {
+    /// The state's time for a request received at `now_ms` (real clock): shifted by the
+    /// configured offset (tests and drills), never below 0.
+    pub fn state_time(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_add_signed(self.clock_offset_ms)
+    }
 }
 
 /// What happened to one request, for the log line and metrics.
@@ -145,9 +155,11 @@ impl Service {
             },
         };
 
+        // The client clock check above keeps the real clock; the state's time may be offset.
+        let state_ms = policy.state_time(now_ms);
         let activation = Activation {
             request_id: Uuid::new_v4(),
-            time_ms: now_ms,
+            time_ms: state_ms,
             count_group: group.map(|g| g.count_group.clone()),
             product_group: group.map(|g| g.name.clone()),
             kms_counted_id: b.kms_counted_id,
@@ -186,7 +198,7 @@ impl Service {
         let count = applied.active_clients.min(cap);
         outcomes.current_count = count;
         let (epid, identity) = self
-            .epid_for(&group.count_group, group.application, now_ms, &policy)
+            .epid_for(&group.count_group, group.application, state_ms, &policy)
             .await?;
         let hwid = identity.hwid;
         let response = BaseResponse {

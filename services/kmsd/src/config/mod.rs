@@ -106,6 +106,10 @@ pub struct Config {
     pub max_clock_skew_minutes: u32,
     /// LCID in generated ePIDs. Default 1033 (en-US).
     pub lcid: u32,
+    /// For tests and drills only: seconds added to the clock this node stamps on activations
+    /// and reads the counts and inventory at (so that 180 days pass in seconds). The client
+    /// clock check keeps the real clock. Default 0; reloadable; at most 10 years either way.
+    pub clock_offset_secs: i64,
     /// Which Windows Server release the host claims in every ePID (build and platform id):
     /// `2008`, `2008r2`, `2012`, `2012r2`, `2016`, `2019`, `2022`, `2025`. Used when the
     /// cluster's host identity is chosen (first request, or `kmsctl host-identity
@@ -282,6 +286,7 @@ impl Default for Config {
             check_client_time: false,
             max_clock_skew_minutes: 240,
             lcid: 1033,
+            clock_offset_secs: 0,
             host_os: "2025".into(),
             ndr64: true,
             btfn: true,
@@ -343,6 +348,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The largest `clock_offset_secs` accepted: 10 years.
+pub const MAX_CLOCK_OFFSET_SECS: u64 = 10 * 366 * 86_400;
 
 /// The CIDR lists of a config file, with where each entry is written.
 #[derive(Deserialize)]
@@ -493,6 +501,12 @@ impl Config {
         }
         if self.connection_lifetime_ms < self.read_timeout_ms {
             return invalid("connection_lifetime_ms", "must be at least read_timeout_ms");
+        }
+        if self.clock_offset_secs.unsigned_abs() > MAX_CLOCK_OFFSET_SECS {
+            return invalid(
+                "clock_offset_secs",
+                &format!("at most {MAX_CLOCK_OFFSET_SECS} seconds (10 years) either way"),
+            );
         }
         if self.lcid == 0 || self.lcid > 0xffff {
             return invalid("lcid", "must be a Windows LCID (1..=65535)");

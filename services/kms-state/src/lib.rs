@@ -34,6 +34,7 @@ mod dedup;
 mod epid;
 mod error;
 mod identity;
+pub mod lifecycle;
 mod snapshot;
 mod state;
 mod stats;

@@ -6,8 +6,9 @@
 #                            single-process integration tests; no Docker, no Debian packages
 #
 # Full tier: as root on Debian/Ubuntu it installs the missing Debian packages itself
-# (prometheus, bind9, bind9-utils, bind9-dnsutils, debootstrap, python3, python3-pip); as
-# another user it names what is missing with the command to install it and stops (exit 2).
+# (prometheus, prometheus-alertmanager, bind9, bind9-utils, bind9-dnsutils, debootstrap,
+# python3, python3-pip); as another user it names what is missing with the command to
+# install it and stops (exit 2).
 # Docker Engine must be running (it cannot be installed from here). Extra arguments are
 # passed to `cargo test` (e.g. `scripts/test.sh full --no-fail-fast`).
 set -euo pipefail
@@ -18,7 +19,7 @@ tier=${1:-full}
 case "$tier" in
 quick | full) ;;
 -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
@@ -46,6 +47,7 @@ fi
 needs=(
     "promtool prometheus"
     "prometheus prometheus"
+    "prometheus-alertmanager prometheus-alertmanager"
     "named bind9"
     "named-checkzone bind9-utils"
     "dig bind9-dnsutils"
@@ -68,9 +70,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing ${missing[*]} (apt-get)"
         export DEBIAN_FRONTEND=noninteractive
-        # The packages' own services (named on :53, prometheus on :9090) must not start:
-        # the tests start their own on loopback ports. A policy-rc.d of ours forbids service
-        # starts during the install and is removed afterwards.
+        # The packages' own services (named on :53, prometheus on :9090, alertmanager on
+        # :9093) must not start: the tests start their own on loopback ports. A policy-rc.d
+        # of ours forbids service starts during the install and is removed afterwards.
         own_policy=
         if [ ! -e /usr/sbin/policy-rc.d ]; then
             printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d

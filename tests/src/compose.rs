@@ -160,6 +160,12 @@ impl ComposeProject {
     /// loopback ports for every published port of the compose file.
     pub fn new() -> ComposeProject {
         ensure_local_image();
+        Self::unbuilt()
+    }
+
+    /// Like [`ComposeProject::new`] without building the image: enough for checks of the
+    /// resolved configuration ([`ComposeProject::config`]), which need Compose only.
+    pub fn unbuilt() -> ComposeProject {
         let name = format!("{PROJECT_PREFIX}{}x{}", std::process::id(), random_suffix());
         let mut env: Vec<(String, String)> = vec![
             ("KMS_IMAGE".into(), LOCAL_IMAGE.into()),
@@ -174,8 +180,9 @@ impl ComposeProject {
             kms.push(SocketAddr::from(([127, 0, 0, 1], k)));
             admin.push(format!("http://127.0.0.1:{a}"));
         }
-        env.push(("PROMETHEUS_PORT".into(), free_port().to_string()));
-        env.push(("GRAFANA_PORT".into(), free_port().to_string()));
+        for var in ["PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT"] {
+            env.push((var.into(), free_port().to_string()));
+        }
         ComposeProject {
             name,
             env,
@@ -201,7 +208,10 @@ impl ComposeProject {
         // Only the test's own settings: none of the compose file's variables from the
         // caller's environment.
         for (k, _) in std::env::vars() {
-            if k.starts_with("KMS") || k.starts_with("GRAFANA_") || k.starts_with("PROMETHEUS_") {
+            if ["KMS", "GRAFANA_", "PROMETHEUS_", "ALERTMANAGER_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
                 c.env_remove(k);
             }
         }
@@ -213,6 +223,14 @@ impl ComposeProject {
         Self::command(name, env, &["down", "-v", "--remove-orphans", "-t", "5"])
             .output()
             .expect("run compose down")
+    }
+
+    /// The value this project gives the compose file's variable `var` (e.g. a port).
+    pub fn var(&self, var: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Runs the compose command with `args` in this project.
@@ -352,6 +370,39 @@ pub fn mounts(service: &serde_json::Value) -> Vec<(String, String)> {
                     serde_json::Value::Object(o) => Some((
                         o.get("source")?.as_str()?.to_string(),
                         o.get("target")?.as_str()?.to_string(),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The published ports of a service in a resolved compose configuration as (host ip,
+/// host port, container port): v2 lists `{host_ip, published, target}` objects, v1
+/// `ip:published:target[/proto]` strings.
+pub fn ports(service: &serde_json::Value) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    service["ports"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| match p {
+                    serde_json::Value::String(s) => {
+                        let s = s.split('/').next()?;
+                        let mut it = s.rsplitn(3, ':');
+                        let target = it.next()?.to_string();
+                        let published = it.next()?.to_string();
+                        Some((it.next().unwrap_or("").to_string(), published, target))
+                    }
+                    serde_json::Value::Object(o) => Some((
+                        o.get("host_ip").and_then(text).unwrap_or_default(),
+                        o.get("published").and_then(text)?,
+                        o.get("target").and_then(text)?,
                     )),
                     _ => None,
                 })

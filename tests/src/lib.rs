@@ -3,6 +3,8 @@
 //! - [`vectors`]: loads the captured KMS exchanges under `tests/fixtures/kms-vectors`
 //!   (real vlmcs ↔ vlmcsd traffic) as typed frames plus the decoded fields the capture
 //!   tool recorded.
+//! - [`alertmanager`]: a real Alertmanager on a loopback port and a webhook receiver
+//!   that keeps the notifications it delivers.
 //! - [`bind`]: a real BIND 9 `named` on a loopback port with a TSIG-updatable zone.
 //! - [`cluster`]: a local multi-process Raft cluster on 127.0.0.x addresses.
 //! - [`compose`]: the repository's docker-compose.yml as a uniquely named compose
@@ -22,6 +24,7 @@
 //!   runbook, parsed (every PromQL expression with its source, Grafana macro
 //!   substitution, `promtool`).
 
+pub mod alertmanager;
 pub mod bind;
 pub mod cluster;
 pub mod compose;

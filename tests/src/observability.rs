@@ -23,6 +23,8 @@ pub const RULES_FILE: &str = "prometheus/kms-rules.yml";
 pub const RULES_TEST_FILE: &str = "prometheus/kms-rules.test.yml";
 /// Path of the Prometheus configuration for the local cluster.
 pub const PROMETHEUS_CONFIG: &str = "prometheus/prometheus.yml";
+/// Path of the example Alertmanager configuration (also mounted by docker-compose.yml).
+pub const ALERTMANAGER_CONFIG: &str = "prometheus/alertmanager.yml";
 /// Directory of the Grafana dashboards (JSON models).
 pub const DASHBOARDS_DIR: &str = "grafana/dashboards";
 /// Grafana datasource provisioning.
@@ -466,12 +468,13 @@ pub fn kms_metrics_in(expr: &str) -> BTreeSet<String> {
     out
 }
 
-/// The `promtool` binary: `$PROMTOOL`, or `promtool` on `PATH`. Panics, saying how to
-/// install it, when there is none (the checks must not be skipped silently).
-pub fn promtool() -> PathBuf {
-    let bin = std::env::var_os("PROMTOOL")
+/// A command-line tool of a Debian package: `$<env>` or `name` on `PATH`, checked with
+/// `--version`. Panics, naming the package to install, when there is none (the checks
+/// must not be skipped silently).
+pub fn debian_tool(env: &str, name: &str, package: &str) -> PathBuf {
+    let bin = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("promtool"));
+        .unwrap_or_else(|| PathBuf::from(name));
     match Command::new(&bin).arg("--version").output() {
         Ok(o) if o.status.success() => bin,
         Ok(o) => panic!(
@@ -481,33 +484,64 @@ pub fn promtool() -> PathBuf {
             String::from_utf8_lossy(&o.stderr)
         ),
         Err(e) => panic!(
-            "promtool not found ({}: {e}): install it with `apt-get install prometheus` \
-             (Debian package; .ci/run installs it) or set PROMTOOL to its path",
+            "{name} not found ({}: {e}): install it with `apt-get install {package}` \
+             (Debian package; scripts/test.sh installs it) or set {env} to its path",
             bin.display()
         ),
     }
 }
 
+/// The `promtool` binary (package `prometheus`): `$PROMTOOL`, or `promtool` on `PATH`.
+pub fn promtool() -> PathBuf {
+    debian_tool("PROMTOOL", "promtool", "prometheus")
+}
+
+/// The `amtool` binary (package `prometheus-alertmanager`): `$AMTOOL`, or `amtool` on
+/// `PATH`.
+pub fn amtool() -> PathBuf {
+    debian_tool("AMTOOL", "amtool", "prometheus-alertmanager")
+}
+
 /// Runs `promtool` with these arguments in the repository root and returns its output
 /// (whatever its exit status).
 pub fn run_promtool(args: &[&str]) -> Output {
-    Command::new(promtool())
+    run_tool(&promtool(), args)
+}
+
+/// Runs `bin` with these arguments in the repository root and returns its output
+/// (whatever its exit status).
+fn run_tool(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
         .args(args)
         .current_dir(repo_root())
         .output()
-        .unwrap_or_else(|e| panic!("run promtool {args:?}: {e}"))
+        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", bin.display()))
 }
 
-/// Runs `promtool` and panics with its output unless it succeeds; returns its stdout.
-pub fn promtool_ok(args: &[&str]) -> String {
-    let out = run_promtool(args);
+/// Runs `bin` and panics with its output unless it succeeds; returns stdout and stderr.
+fn tool_ok(bin: &Path, args: &[&str]) -> String {
+    let out = run_tool(bin, args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{text}",
+        bin.display()
+    );
     text
+}
+
+/// Runs `promtool` and panics with its output unless it succeeds; returns its output.
+pub fn promtool_ok(args: &[&str]) -> String {
+    tool_ok(&promtool(), args)
+}
+
+/// Runs `amtool` and panics with its output unless it succeeds; returns its output.
+pub fn amtool_ok(args: &[&str]) -> String {
+    tool_ok(&amtool(), args)
 }
 
 /// Checks that every expression parses as PromQL, with `promtool check rules` on a

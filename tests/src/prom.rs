@@ -1,37 +1,97 @@
 //! A real Prometheus server (Debian's `prometheus` package) started by a test on a
 //! loopback port, scraping given `kmsd` admin endpoints with the repository's alert
-//! rules, and a small client for its HTTP API.
+//! rules (or a test's copy of them) and optionally sending alerts to an Alertmanager,
+//! and a small client for its HTTP API.
 
 use crate::harness::{free_port, http_get};
-use crate::observability::{repo_root, RULES_FILE};
-use std::path::PathBuf;
+use crate::observability::{debian_tool, repo_root, RULES_FILE};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running Prometheus; killed on drop.
-pub struct Prometheus {
+/// How long Prometheus (or Alertmanager) may take to become ready.
+pub const READY: Duration = Duration::from_secs(30);
+
+/// A server process a test started (Prometheus, Alertmanager): its standard error goes to
+/// a log file in the temporary directory that holds its configuration and data; killed
+/// on drop.
+pub struct Server {
     child: Child,
-    /// Base URL of its HTTP API.
-    pub url: String,
     /// Its log file.
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// The `prometheus` server binary: `$PROMETHEUS`, else from `PATH`.
-pub fn prometheus_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PROMETHEUS") {
-        return PathBuf::from(p);
+impl Server {
+    /// Starts `bin` with `args`, logging to `<dir>/<name>.log`, and waits until `GET
+    /// ready_url` answers 200.
+    pub fn start(
+        bin: PathBuf,
+        args: &[String],
+        dir: tempfile::TempDir,
+        name: &str,
+        ready_url: &str,
+    ) -> Server {
+        let log = dir.path().join(format!("{name}.log"));
+        let child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let server = Server {
+            child,
+            log,
+            _dir: dir,
+        };
+        wait_http_ready(ready_url, &server.log, READY);
+        server
     }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("prometheus"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!("the Prometheus server is needed: install it with `apt-get install prometheus`")
-        })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running Prometheus; killed on drop.
+pub struct Prometheus {
+    /// Base URL of its HTTP API.
+    pub url: String,
+    /// Its log file.
+    pub log: PathBuf,
+    _server: Server,
+}
+
+/// The `prometheus` server binary: `$PROMETHEUS`, else from `PATH`; panics naming the
+/// Debian package when there is none.
+pub fn prometheus_bin() -> PathBuf {
+    debian_tool("PROMETHEUS", "prometheus", "prometheus")
+}
+
+/// Waits until `GET url` answers 200 (the `/-/ready` of Prometheus or Alertmanager);
+/// panics after `timeout` with the server's log.
+pub fn wait_http_ready(url: &str, log: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !matches!(http_get(url), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not become ready: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a test's Prometheus loads besides its scrape targets.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The rule file; `None` for the repository's [`RULES_FILE`].
+    pub rules: Option<PathBuf>,
+    /// `host:port` of an Alertmanager to send the alerts to; `None` for none.
+    pub alertmanager: Option<String>,
 }
 
 /// Percent-encodes a query parameter value.
@@ -50,51 +110,55 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (`host:port` of admin APIs, job `kms`) every
     /// second, evaluating the repository's rules every second; waits until it is ready.
     pub fn start(targets: &[String]) -> Prometheus {
+        Self::start_with(targets, Options::default())
+    }
+
+    /// Like [`Prometheus::start`] with the rules of `options` and, when given, sending
+    /// alerts to its Alertmanager (re-sent every second while they fire).
+    pub fn start_with(targets: &[String], options: Options) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rules = repo_root().join(RULES_FILE);
+        let rules = options
+            .rules
+            .unwrap_or_else(|| repo_root().join(RULES_FILE));
         let list = targets
             .iter()
             .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(", ");
-        let config = format!(
+        let mut config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - '{}'\n\
              scrape_configs:\n  - job_name: kms\n    static_configs:\n      - targets: [{list}]\n",
             rules.display()
         );
+        if let Some(am) = &options.alertmanager {
+            config.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
+            ));
+        }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();
-        let log = dir.path().join("prometheus.log");
-        let child = Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start prometheus");
-        let p = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(http_get(&format!("{}/-/ready", p.url)), Ok((200, _))) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus did not become ready: {}",
-                std::fs::read_to_string(&p.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let url = format!("http://127.0.0.1:{port}");
+        let args = [
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--rules.alert.resend-delay=1s".to_string(),
+            "--log.level=warn".to_string(),
+        ];
+        let server = Server::start(
+            prometheus_bin(),
+            &args,
+            dir,
+            "prometheus",
+            &format!("{url}/-/ready"),
+        );
+        Prometheus {
+            url,
+            log: server.log.clone(),
+            _server: server,
         }
-        p
     }
 
     /// `GET /api/v1/<path>` as JSON; panics unless `status` is `success`.
@@ -158,12 +222,5 @@ impl Prometheus {
             assert!(Instant::now() < deadline, "targets not up: {data}");
             std::thread::sleep(Duration::from_millis(200));
         }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

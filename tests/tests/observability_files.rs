@@ -1,9 +1,11 @@
 //! Offline checks of the monitoring files: Grafana dashboards and provisioning,
 //! Prometheus rules, their unit tests and configuration (with the real `promtool`), the
-//! Grafana-managed alerts and the runbook. No cluster, no Prometheus server.
+//! example Alertmanager configuration (with the real `amtool`), the Grafana-managed
+//! alerts and the runbook. No cluster, no Prometheus server.
 //!
-//! `promtool` comes with Debian's `prometheus` package (`apt-get install prometheus`,
-//! which .ci/run does); without it the promtool tests fail, they are not skipped.
+//! `promtool` comes with Debian's `prometheus` package, `amtool` with
+//! `prometheus-alertmanager` (scripts/test.sh installs both); without them those tests
+//! fail, they are not skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +22,16 @@ fn ystr(v: &Yaml, key: &str) -> String {
         .and_then(Yaml::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// The strings of the sequence at `key` (empty when there is none).
+fn ystrs(v: &Yaml, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 /// PromQL ignores whitespace between tokens: compare expressions with runs of
@@ -522,13 +534,7 @@ fn promtool_check_config() {
     let global = cfg.get("global").expect("global");
     assert_eq!(ystr(global, "scrape_interval"), "5s");
     assert_eq!(ystr(global, "evaluation_interval"), "5s");
-    let rule_files: Vec<String> = cfg
-        .get("rule_files")
-        .and_then(Yaml::as_sequence)
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
+    let rule_files = ystrs(&cfg, "rule_files");
     assert_eq!(rule_files, ["kms-rules.yml"]);
     let job = cfg
         .get("scrape_configs")
@@ -552,18 +558,118 @@ fn promtool_check_config() {
     );
 }
 
+#[test]
+fn amtool_check_alertmanager_config() {
+    let out = amtool_ok(&["check-config", ALERTMANAGER_CONFIG]);
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    let cfg = read_yaml(ALERTMANAGER_CONFIG);
+    let route = cfg.get("route").expect("route");
+    let group_by = ystrs(route, "group_by");
+    assert_eq!(group_by, ["alertname", "job", "instance"]);
+
+    // Each alert reaches the receiver of its severity (amtool's own routing): critical
+    // ones a receiver with a webhook and email, warnings email.
+    let receivers: BTreeMap<String, &Yaml> = cfg
+        .get("receivers")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(|r| (ystr(r, "name"), r))
+        .collect();
+    let configs = |receiver: &Yaml, kind: &str| -> Vec<Yaml> {
+        receiver
+            .get(kind)
+            .and_then(Yaml::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut problems = Vec::new();
+    for a in prometheus_alerts() {
+        let severity = a.labels.get("severity").cloned().unwrap_or_default();
+        let out = amtool_ok(&[
+            "config",
+            "routes",
+            "test",
+            &format!("--config.file={ALERTMANAGER_CONFIG}"),
+            &format!("alertname={}", a.name),
+            &format!("severity={severity}"),
+            "job=kms",
+        ]);
+        let name = out
+            .lines()
+            .filter(|l| !l.starts_with("Warning:"))
+            .collect::<String>()
+            .trim()
+            .to_string();
+        let Some(receiver) = receivers.get(&name) else {
+            problems.push(format!("{}: routed to unknown receiver {name:?}", a.name));
+            continue;
+        };
+        let want: &[&str] = if severity == "critical" {
+            &["email_configs", "webhook_configs"]
+        } else {
+            &["email_configs"]
+        };
+        for kind in want {
+            if configs(receiver, kind).is_empty() {
+                problems.push(format!(
+                    "{} ({severity}): receiver {name} has no {kind}",
+                    a.name
+                ));
+            }
+        }
+    }
+    // Resolved notifications are sent by every receiver.
+    for (name, r) in &receivers {
+        for kind in ["email_configs", "webhook_configs"] {
+            for c in configs(r, kind) {
+                if c.get("send_resolved").and_then(Yaml::as_bool) != Some(true) {
+                    problems.push(format!("{name}: {kind} without send_resolved: true"));
+                }
+            }
+        }
+    }
+    // The inhibit rules name alerts that exist.
+    let names: BTreeSet<String> = prometheus_alerts().into_iter().map(|a| a.name).collect();
+    let rules = cfg
+        .get("inhibit_rules")
+        .and_then(Yaml::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    assert!(!rules.is_empty(), "no inhibit_rules");
+    for rule in &rules {
+        for key in ["source_matchers", "target_matchers"] {
+            for m in rule
+                .get(key)
+                .and_then(Yaml::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(Yaml::as_str)
+            {
+                let Some(value) = m
+                    .strip_prefix("alertname=~")
+                    .or_else(|| m.strip_prefix("alertname="))
+                else {
+                    continue;
+                };
+                for alert in value.trim_matches('"').split('|') {
+                    if !names.contains(alert) {
+                        problems.push(format!("inhibit rule {key}: no alert {alert}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // ------------------------------------------------------------------ (d) unit-test coverage
 
 #[test]
 fn every_alert_has_a_firing_and_a_silent_unit_test() {
     let tests = read_yaml(RULES_TEST_FILE);
-    let rule_files: Vec<String> = tests
-        .get("rule_files")
-        .and_then(Yaml::as_sequence)
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
+    let rule_files = ystrs(&tests, "rule_files");
     assert_eq!(
         rule_files,
         ["kms-rules.yml"],

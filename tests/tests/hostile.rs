@@ -104,7 +104,9 @@ fn legitimate_clients_are_served_among_idle_and_slow_ones() {
     assert_eq!(report["succeeded"], 400, "{report}");
     let p99 = report["latency_ms"]["p99"].as_f64().unwrap();
     println!("p99 {p99} ms with {IDLE} idle and {SLOW} slow connections; report {report}");
-    assert!(p99 <= 50.0, "p99 {p99} ms > 50 ms: {report}");
+    // Starvation shows as seconds (a read timeout, a full accept queue); the bound leaves room
+    // for a busy CI machine (p99 is ~5-20 ms on an idle one, 125 ms was seen while compiling).
+    assert!(p99 <= 250.0, "p99 {p99} ms > 250 ms: {report}");
     // The slow writers never completed a PDU within the read timeout: cut off.
     let c = k.status()["connections"].clone();
     assert!(c["read_timeouts"].as_u64().unwrap() >= SLOW as u64, "{c}");

@@ -362,6 +362,7 @@ fn every_prometheus_alert_has_a_grafana_counterpart() {
             "KmsLatencyHigh",
             "KmsOutboxGrowing",
             "KmsAppliedIndexLagging",
+            "KmsMembershipChangeStuck",
         ]
     );
     let by_name: BTreeMap<&str, &Alert> = graf.iter().map(|a| (a.name.as_str(), a)).collect();

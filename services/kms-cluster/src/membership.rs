@@ -83,7 +83,7 @@ pub enum MembershipError {
         "a membership change is still in progress ({state}); it completes once every new \
          voter answers. If a new voter never appears: start it at its address, or stop the \
          cluster and run `kmsd --rollback-membership` on the remaining voter (runbook: \
-         \"Joint configuration\")"
+         KmsMembershipChangeStuck)"
     )]
     InProgress {
         /// The membership state, in words.
@@ -94,7 +94,7 @@ pub enum MembershipError {
         "the membership change did not commit within {secs} s; the cluster is now in a {state} \
          membership. It completes by itself once every new voter answers; otherwise start the \
          missing node at its address, or stop the cluster and run `kmsd --rollback-membership` \
-         on the remaining voter (runbook: \"Joint configuration\")"
+         on the remaining voter (runbook: KmsMembershipChangeStuck)"
     )]
     Timeout {
         /// The bound that passed.

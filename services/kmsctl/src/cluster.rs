@@ -242,7 +242,7 @@ fn membership_note(rows: &[MemberRow]) -> String {
         ["stable"] => "membership: stable\n".to_string(),
         states => format!(
             "membership: {} -- a change is in progress; it completes once every new voter \
-             answers. If one never appears, see the runbook's \"Joint configuration\"\n",
+             answers. If one never appears, see the runbook's KmsMembershipChangeStuck\n",
             states.join(" / ")
         ),
     }

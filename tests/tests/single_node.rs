@@ -261,6 +261,32 @@ fn status_and_clients_render_like_slmgr() {
     assert_eq!(list[0]["product"], "Windows 10 Enterprise");
     let out = kmsctl(&["clients", "--admin", &k.admin]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 client machine(s)"));
+
+    // One machine, by its client machine id or its name (any case), as a helpdesk asks.
+    let cmid = list[0]["cmid"].as_str().unwrap().to_string();
+    let one = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["clients", "--admin", &k.admin, "--json"];
+        all.extend_from_slice(args);
+        let out = kmsctl(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let by_cmid = one(&["--cmid", &cmid]);
+    assert_eq!(by_cmid.len(), 1);
+    assert_eq!(by_cmid[0]["machine_name"], "LAB-PC-042.campus.example");
+    let by_name = one(&["--machine", "lab-pc-042.CAMPUS.example"]);
+    assert_eq!(by_name.len(), 1);
+    assert_eq!(by_name[0]["cmid"], cmid.as_str());
+    assert!(one(&["--machine", "LAB-PC-043.campus.example"]).is_empty());
+    assert!(one(&["--cmid", "00000000-0000-0000-0000-000000000001"]).is_empty());
 }
 
 #[test]

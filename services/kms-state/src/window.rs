@@ -141,6 +141,11 @@ pub struct ClientFilter {
     pub product_group: Option<String>,
     /// Only clients last seen at or after this time (unix ms), e.g. `now - 30d` for active ones.
     pub seen_since_ms: Option<u64>,
+    /// Only this client machine id.
+    pub cmid: Option<Uuid>,
+    /// Only machines last reporting this name (compared ignoring ASCII case, as Windows
+    /// names are).
+    pub machine_name: Option<String>,
 }
 
 impl ClientFilter {
@@ -154,6 +159,11 @@ impl ClientFilter {
                 .as_deref()
                 .is_none_or(|p| record.product_group == Some(p))
             && self.seen_since_ms.is_none_or(|t| record.last_seen_ms >= t)
+            && self.cmid.is_none_or(|c| c == record.cmid)
+            && self
+                .machine_name
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(record.machine_name))
     }
 }
 
@@ -384,7 +394,21 @@ mod tests {
             count_group: g.map(Into::into),
             product_group: p.map(Into::into),
             seen_since_ms: s,
+            ..Default::default()
         };
+        let by_id = |cmid: Uuid| ClientFilter {
+            cmid: Some(cmid),
+            ..Default::default()
+        };
+        assert!(by_id(a.cmid).matches(&r));
+        assert!(!by_id(Uuid::from_u128(999)).matches(&r));
+        let by_name = |n: &str| ClientFilter {
+            machine_name: Some(n.into()),
+            ..Default::default()
+        };
+        assert!(by_name(&a.machine_name.to_ascii_lowercase()).matches(&r));
+        assert!(by_name(&a.machine_name.to_ascii_uppercase()).matches(&r));
+        assert!(!by_name("another-pc").matches(&r));
         assert!(f(Some("windows"), Some("windows-10-11"), Some(100)).matches(&r));
         assert!(!f(Some("office"), None, None).matches(&r));
         assert!(!f(None, Some("office-2016"), None).matches(&r));

@@ -339,6 +339,12 @@ struct ClientsArgs {
     /// Only clients seen within this many hours.
     #[arg(long)]
     seen_within_hours: Option<u64>,
+    /// Only this client machine id (what `slmgr /dlv` shows as "Client Machine ID").
+    #[arg(long)]
+    cmid: Option<uuid::Uuid>,
+    /// Only machines of this name (ignoring case).
+    #[arg(long)]
+    machine: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -644,19 +650,28 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Clients(c) => {
-            let mut url = format!("{}/clients?", c.admin.base());
-            if let Some(g) = &c.group {
-                url.push_str(&format!("group={g}&"));
+            let mut url = reqwest::Url::parse(&format!("{}/clients", c.admin.base()))
+                .with_context(|| format!("--admin {:?} is not a URL", c.admin.base()))?;
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(g) = &c.group {
+                    q.append_pair("group", g);
+                }
+                if let Some(p) = &c.product {
+                    q.append_pair("product", p);
+                }
+                if let Some(h) = c.seen_within_hours {
+                    let since = now_ms().saturating_sub(h * 3_600_000);
+                    q.append_pair("since_ms", &since.to_string());
+                }
+                if let Some(id) = c.cmid {
+                    q.append_pair("cmid", &id.to_string());
+                }
+                if let Some(m) = &c.machine {
+                    q.append_pair("machine", m);
+                }
             }
-            if let Some(p) = &c.product {
-                url.push_str(&format!("product={p}&"));
-            }
-            if let Some(h) = c.seen_within_hours {
-                url.push_str(&format!(
-                    "since_ms={}&",
-                    now_ms().saturating_sub(h * 3_600_000)
-                ));
-            }
+            let url = url.to_string();
             let token = c.admin.token()?;
             let list: Vec<kms_api::ClientInfo> = get_json(&url, token.as_deref()).await?;
             if c.admin.json {

@@ -344,6 +344,10 @@ pub struct ClientQuery {
     pub product: Option<String>,
     /// Only clients seen since this Unix ms.
     pub since_ms: Option<u64>,
+    /// Only this client machine id.
+    pub cmid: Option<uuid::Uuid>,
+    /// Only machines of this name (ignoring ASCII case).
+    pub machine: Option<String>,
 }
 
 async fn clients(State(s): State<AdminState>, Query(q): Query<ClientQuery>) -> impl IntoResponse {
@@ -351,6 +355,8 @@ async fn clients(State(s): State<AdminState>, Query(q): Query<ClientQuery>) -> i
         count_group: q.group,
         product_group: q.product,
         seen_since_ms: q.since_ms,
+        cmid: q.cmid,
+        machine_name: q.machine,
     };
     Json(report::clients(&s.service, filter))
 }

@@ -168,8 +168,17 @@ fn hand_over(n: usize, audits: &std::path::Path) -> (LocalCluster, usize, usize,
     (cluster, leader, new_leader, details)
 }
 
+/// The hand-over tests time leases and elections of 3 and 5 real nodes: run one at a time,
+/// so that the others' clusters do not starve them of CPU on a small machine (elections
+/// churned when they overlapped on 2 cores).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn a_stopping_leader_hands_over_and_nothing_is_lost() {
+    let _one_at_a_time = serial();
     let audits = tempfile::tempdir().expect("tempdir");
     let (mut cluster, leader, new_leader, details) = hand_over(3, audits.path());
     // Three voters: the successor wins at once with the old leader's vote.
@@ -191,6 +200,7 @@ fn a_stopping_leader_hands_over_and_nothing_is_lost() {
 
 #[test]
 fn five_voters_hand_over_once_their_leases_expire() {
+    let _one_at_a_time = serial();
     // The other voters refuse until their lease (800 ms) runs out; the successor keeps
     // campaigning and wins right after, before any voter's own election timer
     // (lease + 400..800 ms) — which `hand_over` checks: the successor leads when the old
@@ -202,6 +212,7 @@ fn five_voters_hand_over_once_their_leases_expire() {
 
 #[test]
 fn a_stopping_follower_hands_nothing_over() {
+    let _one_at_a_time = serial();
     let audits = tempfile::tempdir().expect("tempdir");
     let mut cluster = start(3, audits.path());
     let leader = cluster.wait_leader(Duration::from_secs(30));
@@ -220,6 +231,7 @@ fn a_stopping_follower_hands_nothing_over() {
 
 #[test]
 fn an_unanswering_voter_is_passed_over() {
+    let _one_at_a_time = serial();
     let audits = tempfile::tempdir().expect("tempdir");
     let mut cluster = start(5, audits.path());
     let leader = cluster.wait_leader(Duration::from_secs(30));

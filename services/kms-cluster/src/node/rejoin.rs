@@ -6,14 +6,10 @@
 use super::*;
 use crate::events::{emit, MembershipChange, MembershipEvent, Origin};
 use crate::identity::{decide, Verdict};
+use crate::membership::{self, MembershipError};
 use crate::pb::{IdentityAnswer, Rejoin};
-use crate::Registration;
-use openraft::ChangeMembers;
+use crate::{NodeStatus, Registration};
 use std::collections::BTreeSet;
-
-/// How far (in log entries) a rejoined learner may trail the leader's last entry and still be
-/// promoted: under load the leader keeps appending, so "exactly caught up" may never happen.
-const PROMOTE_WITHIN_ENTRIES: u64 = 256;
 
 /// How often the identity loops look again.
 const IDENTITY_ROUND: Duration = Duration::from_secs(1);
@@ -234,41 +230,39 @@ impl ClusterNode {
     }
 
     async fn promote_one(&self, m: &RaftMetrics<NodeId, Node>, reg: Registration) {
-        let membership = m.membership_config.membership();
         let id = reg.node_id;
-        if membership.get_node(&id).is_some() && !membership.voter_ids().any(|v| v == id) {
-            let matched = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&id).copied().flatten())
-                .map(|l| l.index);
-            let last = m.last_log_index.unwrap_or(0);
-            let caught_up = matched.is_some_and(|i| i + PROMOTE_WITHIN_ENTRIES >= last);
-            if !caught_up {
-                tracing::debug!(node_id = id, ?matched, last, "rejoined learner catching up");
+        let status = NodeStatus::from_metrics(m);
+        // The same guard as `kmsctl cluster promote` (see `crate::membership`): caught up,
+        // answering, no other change under way, bounded in time.
+        match membership::check_promote(&status, id, membership::PROMOTE_MAX_LAG) {
+            Err(MembershipError::AlreadyVoter(_) | MembershipError::NotMember(_)) => {}
+            Err(e) => {
+                tracing::debug!(node_id = id, reason = %e, "rejoined learner not promoted yet");
                 return;
             }
-            let before: BTreeSet<NodeId> = membership.voter_ids().collect();
-            let result = self
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await;
-            let error = result.as_ref().err().map(ToString::to_string);
-            let mut after = before.clone();
-            after.insert(id);
-            emit(
-                self.config.membership_events.as_ref(),
-                MembershipEvent {
-                    change: MembershipChange::ChangeVoters { before, after },
-                    origin: Origin::Rejoin,
-                    error: error.clone(),
-                },
-            );
-            if let Some(e) = error {
-                tracing::warn!(node_id = id, error = %e, "rejoined node not promoted yet");
-                return;
+            Ok(()) => {
+                let before = status.voters();
+                let tls = self.config.tls.clone();
+                let result =
+                    membership::promote(&self.raft, id, |addr| membership::answers(addr, tls))
+                        .await;
+                let error = result.as_ref().err().map(ToString::to_string);
+                let mut after = before.clone();
+                after.insert(id);
+                emit(
+                    self.config.membership_events.as_ref(),
+                    MembershipEvent {
+                        change: MembershipChange::ChangeVoters { before, after },
+                        origin: Origin::Rejoin,
+                        error: error.clone(),
+                    },
+                );
+                if let Some(e) = error {
+                    tracing::warn!(node_id = id, error = %e, "rejoined node not promoted yet");
+                    return;
+                }
+                tracing::warn!(node_id = id, "rejoined node caught up and is a voter again");
             }
-            tracing::warn!(node_id = id, "rejoined node caught up and is a voter again");
         }
         // A voter again (or removed meanwhile): clear the mark.
         let done = Registration {

@@ -54,6 +54,7 @@ needs=(
     "nsupdate bind9-dnsutils"
     "debootstrap debootstrap"
     "python3 python3"
+    "kill procps"
 )
 missing=()
 for pair in "${needs[@]}"; do
@@ -81,7 +82,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         fi
         trap '[ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends ca-certificates procps "${missing[@]}" >/dev/null
+        apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}" >/dev/null
         if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
         own_policy=
     else

@@ -277,6 +277,7 @@ fn activation(cmid: uuid::Uuid) -> kms_state::Command {
         grace_minutes: 0,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: kms_state::Outcome::Answered,
     })
 }

@@ -156,10 +156,49 @@ pub struct ClientInfo {
     pub protocol: u16,
     /// First request (Unix ms).
     pub first_seen_ms: u64,
-    /// Last request (Unix ms).
+    /// Last answered (counted) request (Unix ms); 0 when only ever refused.
     pub last_seen_ms: u64,
     /// Requests seen.
     pub requests: u64,
+    /// In the count (answered within 30 days) as of the last pruning.
+    #[serde(default)]
+    pub counted: bool,
+    /// Last request of any outcome (Unix ms).
+    #[serde(default)]
+    pub last_request_ms: u64,
+    /// Last request answered with a count at or above the client's minimum (Unix ms).
+    #[serde(default)]
+    pub last_success_ms: Option<u64>,
+    /// When the activation that success gave ends (180 days after it).
+    #[serde(default)]
+    pub activation_ends_ms: Option<u64>,
+    /// The last failure: refused, or answered below the minimum.
+    #[serde(default)]
+    pub last_failure: Option<ClientFailure>,
+    /// Failures since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Raft node id of the node that received the last request (0: unknown).
+    #[serde(default)]
+    pub answered_by: u64,
+    /// Names reported before `machine_name`, most recent first.
+    #[serde(default)]
+    pub previous_names: Vec<String>,
+    /// Lifecycle state at the answering node's clock: `active`, `overdue`, `expiring`,
+    /// `expired` or `failing`.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A machine's last failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFailure {
+    /// When (Unix ms).
+    pub time_ms: u64,
+    /// The HRESULT, as `0xC004F042`.
+    pub hresult: String,
+    /// What it means.
+    pub reason: String,
 }
 
 /// `GET /host-identity` (and the answer of `POST /host-identity/regenerate`): the one

@@ -63,6 +63,7 @@ fn key_of(cmd: &Command) -> Vec<u8> {
             key.extend_from_slice(&identity.hwid);
             key
         }
+        Command::SetInventoryRetention { .. } => b"inventory-retention".to_vec(),
     }
 }
 

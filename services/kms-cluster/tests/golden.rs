@@ -185,6 +185,7 @@ fn activation(outcome: Outcome) -> Activation {
         required_count: 25,
         protocol_major: 6,
         outcome,
+        answered_by: 0,
     }
 }
 

@@ -95,6 +95,7 @@ fn activation(n: u32) -> Command {
         grace_minutes: 43_200,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: Outcome::Answered,
     })
 }

@@ -138,6 +138,7 @@ fn activation() -> impl Strategy<Value = Activation> {
                 grace_minutes,
                 required_count,
                 protocol_major,
+                answered_by: 1,
                 outcome: match refused {
                     None => Outcome::Answered,
                     Some(hresult) => Outcome::Refused { hresult },
@@ -533,6 +534,7 @@ fn missing_and_invalid_fields_are_named() {
         grace_minutes: 0,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: Outcome::Answered,
     });
     a.cmid.truncate(15);

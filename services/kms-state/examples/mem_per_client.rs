@@ -101,6 +101,7 @@ fn activation(i: u64, seq: u64, fqdn: bool) -> Command {
         grace_minutes: 43_200 - (i % 1000) as u32,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: Outcome::Answered,
     })
 }

@@ -42,6 +42,15 @@ pub enum Command {
         /// Count group → ePID made with the new identity's build and platform.
         epids: BTreeMap<String, String>,
     },
+    /// Sets how long a client record stays in the inventory after its last request (the
+    /// operator's `inventory_retention_days`, replicated so that every node prunes alike).
+    /// Values below the 30-day count window are raised to it.
+    SetInventoryRetention {
+        /// The retention (ms).
+        retention_ms: u64,
+        /// When it was proposed (unix ms).
+        time_ms: u64,
+    },
 }
 
 impl Command {
@@ -49,7 +58,9 @@ impl Command {
     pub fn time_ms(&self) -> u64 {
         match self {
             Command::Activation(a) => a.time_ms,
-            Command::SetEpid { time_ms, .. } => *time_ms,
+            Command::SetEpid { time_ms, .. } | Command::SetInventoryRetention { time_ms, .. } => {
+                *time_ms
+            }
             Command::SetHostIdentity(identity) | Command::ReplaceHostIdentity { identity, .. } => {
                 identity.set_ms
             }
@@ -91,6 +102,10 @@ pub struct Activation {
     pub protocol_major: u16,
     /// Whether the host answered or refused.
     pub outcome: Outcome,
+    /// Raft node id of the node that received the request (inventory only; 0 when unknown,
+    /// e.g. in commands written before it was recorded).
+    #[serde(default)]
+    pub answered_by: u64,
 }
 
 /// How the host handled a request.
@@ -125,6 +140,8 @@ pub enum CommandResult {
     /// Result of [`Command::SetHostIdentity`] and [`Command::ReplaceHostIdentity`]: the identity
     /// now in effect.
     HostIdentity(HostIdentity),
+    /// Result of [`Command::SetInventoryRetention`]: the retention now in effect (ms).
+    InventoryRetention(u64),
 }
 
 /// The count to put in the activation response.

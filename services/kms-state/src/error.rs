@@ -24,11 +24,11 @@ pub enum StateError {
         found: [u8; 8],
     },
     /// The snapshot was written with another layout.
-    #[error("snapshot schema version {found}, this build reads {expected}")]
+    #[error("snapshot schema version {found}, this build reads 1 to {expected}")]
     SchemaVersion {
         /// Version in the file header.
         found: u32,
-        /// Version this build writes and reads.
+        /// Version this build writes (and the newest it reads).
         expected: u32,
     },
     /// The input ended before the end marker and checksum: the file is cut.

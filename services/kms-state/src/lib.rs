@@ -12,8 +12,10 @@
 //! Module map (one job each):
 //! - `command`: [`Command`], [`Outcome`], [`CommandResult`]: what can change and what it returns.
 //! - `stats`: [`Stats`]: the `slmgr /dlv` request counters.
-//! - `window`: the 30-day CMID window of a count group and its inventory, read through
-//!   [`ClientRecord`] views.
+//! - `window`: the 30-day CMID window of a count group and its inventory kept beyond it (the
+//!   retention), read through [`ClientRecord`] views.
+//! - [`lifecycle`]: where a machine is in its 180-day activation (derived from times) and the
+//!   per-group summary behind the lifecycle metrics.
 //! - `compact`: the compact pieces of an inventory entry (inline machine names, shared
 //!   profiles) and their interning.
 //! - `dedup`: request-id memory that makes activations idempotent.
@@ -46,6 +48,9 @@ pub use epid::EpidRecord;
 pub use error::StateError;
 pub use identity::HostIdentity;
 pub use snapshot::{MAX_RECORD_LEN, SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION};
-pub use state::{HostState, StateConfig};
+pub use state::{HostState, StateConfig, UNKNOWN_GROUP};
 pub use stats::{LicenseCounts, Stats};
-pub use window::{ClientFilter, ClientRecord, CLIENT_WINDOW_MS};
+pub use window::{
+    ClientFilter, ClientRecord, Failure, LifecycleFilter, PreviousNames, CLIENT_WINDOW_MS,
+    DEFAULT_INVENTORY_RETENTION_MS, HRESULT_COUNT_TOO_LOW, NAME_HISTORY,
+};

@@ -8,6 +8,11 @@
 //! are the unit tests below. Time going backwards (a clock set back, a replica's command
 //! stamped earlier) never makes a machine look older than it is: a success "in the future"
 //! counts as just now.
+//!
+//! [`GroupLifecycle`] sums a group's machines per state and their renewal ages (the metrics);
+//! [`failure_reason`] puts a recorded HRESULT into words.
+
+use crate::window::ClientRecord;
 
 /// How long a KMS activation lasts after the last successful request: 180 days.
 pub const ACTIVATION_VALIDITY_MS: u64 = 180 * DAY_MS;
@@ -120,6 +125,68 @@ pub fn lifecycle(times: &MachineTimes, now_ms: u64, policy: &LifecyclePolicy) ->
         Lifecycle::Overdue
     } else {
         Lifecycle::Active
+    }
+}
+
+/// Upper bounds (seconds) of the renewal-age histogram: a day, the renewal interval, plus
+/// slack, two weeks, the count window, 60 and 90 days, the start of the default horizon, and
+/// the end of the activation.
+pub const RENEWAL_AGE_BUCKETS_SECS: [u64; 9] = [
+    86_400, 604_800, 691_200, 1_209_600, 2_592_000, 5_184_000, 7_776_000, 12_960_000, 15_552_000,
+];
+
+/// The lifecycle figures of one inventory group: machines per state and the distribution of
+/// the time since each machine's last success.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupLifecycle {
+    /// Machines per state, indexed like [`Lifecycle::ALL`].
+    pub states: [u64; 5],
+    /// Machines whose renewal age is at most each bound of [`RENEWAL_AGE_BUCKETS_SECS`]
+    /// (not cumulative: each machine is in the first bucket that holds it).
+    pub age_buckets: [u64; 9],
+    /// Machines with a success older than the last bound.
+    pub age_overflow: u64,
+    /// Sum of the renewal ages in seconds.
+    pub age_sum_secs: u64,
+    /// Machines with a success (observed in the histogram).
+    pub age_count: u64,
+}
+
+impl GroupLifecycle {
+    /// Adds one machine.
+    pub fn add(&mut self, record: &ClientRecord<'_>, now_ms: u64, policy: &LifecyclePolicy) {
+        let state = record.lifecycle(now_ms, policy);
+        if let Some(i) = Lifecycle::ALL.iter().position(|s| *s == state) {
+            self.states[i] += 1;
+        }
+        if let Some(success) = record.last_success_ms {
+            let age = now_ms.saturating_sub(success) / 1000;
+            match RENEWAL_AGE_BUCKETS_SECS.iter().position(|b| age <= *b) {
+                Some(i) => self.age_buckets[i] += 1,
+                None => self.age_overflow += 1,
+            }
+            self.age_sum_secs = self.age_sum_secs.saturating_add(age);
+            self.age_count += 1;
+        }
+    }
+
+    /// Machines in `state`.
+    pub fn count(&self, state: Lifecycle) -> u64 {
+        Lifecycle::ALL
+            .iter()
+            .position(|s| *s == state)
+            .map_or(0, |i| self.states[i])
+    }
+}
+
+/// Words for the HRESULTs a machine's record can hold.
+pub fn failure_reason(hresult: u32) -> &'static str {
+    match hresult {
+        0xC004_F042 => "product not licensed on this host (no host key for its product group)",
+        0xC004_F038 => "count below the client's minimum",
+        0xC004_F06C => "client clock differs from the host's by more than allowed",
+        0x8007_000D => "invalid request data",
+        _ => "refused",
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kms_protocol::host::HRESULT_UNSUPPORTED_PRODUCT;
 use uuid::Uuid;
 
 use crate::command::{Activation, ActivationResult, Command, CommandResult, Outcome};
@@ -14,8 +15,11 @@ use crate::compact::intern;
 use crate::dedup::{DedupEntry, DedupLog, DEFAULT_DEDUP_RETENTION_MS};
 use crate::epid::EpidRecord;
 use crate::identity::HostIdentity;
+use crate::lifecycle::{GroupLifecycle, LifecyclePolicy};
 use crate::stats::Stats;
-use crate::window::{ClientFilter, ClientRecord, ClientWindow};
+use crate::window::{
+    ClientFilter, ClientRecord, ClientWindow, CLIENT_WINDOW_MS, DEFAULT_INVENTORY_RETENTION_MS,
+};
 
 /// Parameters that influence how commands are applied; part of the state so that every replica
 /// (and every snapshot) uses the same ones.
@@ -23,15 +27,23 @@ use crate::window::{ClientFilter, ClientRecord, ClientWindow};
 pub struct StateConfig {
     /// How long an applied request id is remembered for deduplication (ms of command time).
     pub dedup_retention_ms: u64,
+    /// How long a client record stays in the inventory after its last request (ms of command
+    /// time); at least [`CLIENT_WINDOW_MS`]. Set through [`Command::SetInventoryRetention`].
+    pub inventory_retention_ms: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
             dedup_retention_ms: DEFAULT_DEDUP_RETENTION_MS,
+            inventory_retention_ms: DEFAULT_INVENTORY_RETENTION_MS,
         }
     }
 }
+
+/// The inventory group of requests whose product the catalog does not know: they are refused
+/// and never counted, but the machine's record shows what it asked and what it got.
+pub const UNKNOWN_GROUP: &str = "unknown";
 
 /// The deterministic state of a KMS host: statistics, per-group client windows with inventory,
 /// ePIDs, the host identity and the deduplication memory. Written and read as a whole by
@@ -41,7 +53,7 @@ impl Default for StateConfig {
 /// a clone shares; only the per-group maps, a few entries each, are copied), so a snapshot can
 /// be taken under a short lock and written on another thread while commands keep applying.
 ///
-/// Invariant: a count group has a client window only while it holds at least one client, so
+/// Invariant: a count group has a client window only while it holds at least one record, so
 /// equal histories give structurally equal values regardless of how they were rebuilt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
@@ -97,6 +109,10 @@ impl HostState {
                     .collect();
                 CommandResult::HostIdentity(*identity)
             }
+            Command::SetInventoryRetention { retention_ms, .. } => {
+                self.config.inventory_retention_ms = (*retention_ms).max(CLIENT_WINDOW_MS);
+                CommandResult::InventoryRetention(self.config.inventory_retention_ms)
+            }
         }
     }
 
@@ -122,21 +138,20 @@ impl HostState {
             }
         }
 
-        let active = match (&a.count_group, a.outcome) {
-            (Some(group), Outcome::Answered) => {
-                let window = match self.windows.get_mut(group.as_str()) {
-                    Some(w) => w,
-                    None => self.windows.entry(intern(group)).or_default(),
-                };
-                window.observe(a);
-                window.len()
-            }
-            (Some(group), Outcome::Refused { .. }) => self
-                .windows
-                .get(group.as_str())
-                .map_or(0, ClientWindow::len),
-            (None, _) => 0,
+        // An answered request always has a count group (the catalog knew the product); one
+        // without is recorded as refused whatever it says, so it can never count.
+        let refused = match (a.outcome, &a.count_group) {
+            (Outcome::Refused { hresult }, _) => Some(hresult),
+            (Outcome::Answered, None) => Some(HRESULT_UNSUPPORTED_PRODUCT),
+            (Outcome::Answered, Some(_)) => None,
         };
+        let inventory = a.count_group.as_deref().unwrap_or(UNKNOWN_GROUP);
+        let window = match self.windows.get_mut(inventory) {
+            Some(w) => w,
+            None => self.windows.entry(intern(inventory)).or_default(),
+        };
+        let active = window.record(a, refused);
+        let active = if a.count_group.is_some() { active } else { 0 };
         let active_clients = u32::try_from(active).unwrap_or(u32::MAX);
 
         self.dedup.insert(DedupEntry {
@@ -150,12 +165,14 @@ impl HostState {
         }
     }
 
-    /// Drops clients whose 30 days are over (in every group, so idle groups do not keep stale
-    /// inventory) and request ids past their retention.
+    /// Takes clients whose 30 days are over out of the count and drops records past the
+    /// inventory retention (in every group, so idle groups do not keep stale inventory), and
+    /// forgets request ids past their retention.
     fn expire(&mut self, now_ms: u64) {
         self.dedup.prune(now_ms, self.config.dedup_retention_ms);
+        let retention = self.config.inventory_retention_ms;
         self.windows.retain(|_, window| {
-            window.prune(now_ms);
+            window.prune(now_ms, retention);
             !window.is_empty()
         });
     }
@@ -188,7 +205,12 @@ impl HostState {
             .group_stats
             .keys()
             .map(String::as_str)
-            .chain(self.windows.keys().map(|g| &**g))
+            .chain(
+                self.windows
+                    .keys()
+                    .map(|g| &**g)
+                    .filter(|g| *g != UNKNOWN_GROUP),
+            )
             .chain(self.epids.keys().map(String::as_str))
             .collect();
         names.sort_unstable();
@@ -212,19 +234,34 @@ impl HostState {
         self.windows
             .iter()
             .filter(move |(g, _)| group.as_deref().is_none_or(|want| want == &***g))
-            .flat_map(|(g, w)| w.iter().map(move |(cmid, c)| c.view(g, *cmid)))
+            .flat_map(|(g, w)| {
+                w.iter()
+                    .map(move |(cmid, c, counted)| c.view(g, *cmid, counted))
+            })
             .filter(move |r| filter.matches(r))
     }
 
     /// The inventory entry of one client in one count group.
     pub fn client(&self, group: &str, cmid: &Uuid) -> Option<ClientRecord<'_>> {
         let (name, window) = self.windows.get_key_value(group)?;
-        window.get(cmid).map(|c| c.view(name, *cmid))
+        window
+            .get(cmid)
+            .map(|(c, counted)| c.view(name, *cmid, counted))
     }
 
-    /// Number of inventory entries over all groups (as of the last pruning).
+    /// Number of clients counted over all groups (as of the last pruning).
     pub fn client_count_total(&self) -> usize {
         self.windows.values().map(ClientWindow::len).sum()
+    }
+
+    /// Number of inventory records over all groups, counted or not (as of the last pruning).
+    pub fn inventory_len(&self) -> usize {
+        self.windows.values().map(ClientWindow::inventory_len).sum()
+    }
+
+    /// Number of inventory records kept beyond the count over all groups.
+    pub fn retired_len(&self) -> usize {
+        self.windows.values().map(ClientWindow::retired_len).sum()
     }
 
     /// The ePID of a count group, once set.
@@ -251,5 +288,25 @@ impl HostState {
     /// Number of request ids currently remembered for deduplication.
     pub fn request_count(&self) -> usize {
         self.dedup.len()
+    }
+
+    /// Machines per lifecycle state and the renewal-age distribution of every inventory group
+    /// at `now_ms`, ordered by group. Walks every record: call it off the apply path on a
+    /// clone (clones are O(1)).
+    pub fn lifecycle_summary(
+        &self,
+        now_ms: u64,
+        policy: &LifecyclePolicy,
+    ) -> Vec<(String, GroupLifecycle)> {
+        self.windows
+            .iter()
+            .map(|(g, w)| {
+                let mut summary = GroupLifecycle::default();
+                for (cmid, c, counted) in w.iter() {
+                    summary.add(&c.view(g, *cmid, counted), now_ms, policy);
+                }
+                (g.to_string(), summary)
+            })
+            .collect()
     }
 }

@@ -1,15 +1,22 @@
-//! The 30-day client window of one count group, and the inventory kept with it.
+//! The client inventory of one count group: the 30-day count window and the records kept
+//! beyond it for the activation lifecycle.
 //!
-//! Owns the rule a Microsoft host applies: a count group counts the distinct client machine ids
-//! (CMIDs) whose last request is less than 30 days old. A CMID last seen at `t` still counts at
-//! `t + 30d - 1ms` and no longer at `t + 30d`. An index ordered by `(last_seen_ms, cmid)` makes
-//! pruning cost proportional to the number of expired entries.
+//! Owns two rules:
+//! - **The count** a Microsoft host gives: the distinct client machine ids (CMIDs) whose last
+//!   answered request is less than 30 days old. A CMID last counted at `t` still counts at
+//!   `t + 30d - 1ms` and no longer at `t + 30d`.
+//! - **The inventory retention**: a record stays listed (with its lifecycle fields) until its
+//!   last request of any outcome is older than the retention (200 days by default), so a
+//!   machine that stopped renewing is still known when its activation runs out at 180 days.
 //!
-//! Storage is compact and structurally shared: both maps are persistent B+trees
-//! ([`imbl::OrdMap`]), so cloning a window is O(1) and a clone shares every node until one side
-//! changes it. A stored entry ([`Client`]) is 56 bytes plus its 16-byte CMID key; the count
-//! group lives once in the window, the shared descriptive fields in a [`Profile`]. Readers get
-//! a borrowed [`ClientRecord`] view.
+//! A record lives in exactly one of two maps: `counted` (answered within 30 days; its size is
+//! the count, ordered by last counted request for pruning) or `retired` (fell out of the count,
+//! or was only ever refused; ordered by last request for the retention). Refused requests
+//! update a record without counting it. Both maps are persistent B+trees ([`imbl::OrdMap`]),
+//! so cloning a window is O(1) and a clone shares every node until one side changes it. A
+//! stored entry ([`Client`]) is 104 bytes plus its 16-byte CMID key; the count group lives once
+//! in the window, the shared descriptive fields in a [`Profile`]. Readers get a borrowed
+//! [`ClientRecord`] view.
 
 use std::sync::Arc;
 
@@ -19,9 +26,28 @@ use uuid::Uuid;
 
 use crate::command::Activation;
 use crate::compact::{intern_profile, MachineName, Profile};
+use crate::lifecycle::{lifecycle, Lifecycle, LifecyclePolicy, MachineTimes};
 
-/// How long a CMID keeps counting after its last request: 30 days in milliseconds.
+/// How long a CMID keeps counting after its last answered request: 30 days in milliseconds.
 pub const CLIENT_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// How long a record stays in the inventory after its last request: 200 days in milliseconds
+/// (longer than an activation's 180 days, so a machine that stopped renewing is still listed
+/// when it loses activation).
+pub const DEFAULT_INVENTORY_RETENTION_MS: u64 = 200 * 24 * 3600 * 1000;
+
+/// Previous machine names kept per record (most recent first).
+pub const NAME_HISTORY: usize = 3;
+
+/// The last failure of a machine: when, and the HRESULT it got (for a count below the
+/// client's minimum, 0xC004F038, which the client reports itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Command time of the failed request (unix ms).
+    pub time_ms: u64,
+    /// The HRESULT: the refusal the host sent, or 0xC004F038 for a count below the minimum.
+    pub hresult: u32,
+}
 
 /// Inventory entry of one client machine in one count group (what `kmsctl clients` lists): a
 /// view borrowed from the state.
@@ -35,6 +61,8 @@ pub struct ClientRecord<'a> {
     pub cmid: Uuid,
     /// Machine name last reported.
     pub machine_name: &'a str,
+    /// Names reported before the current one, most recent first (at most [`NAME_HISTORY`]).
+    pub previous_names: PreviousNames<'a>,
     /// SKU (edition activation id) last reported.
     pub sku_id: Uuid,
     /// Catalog product group last reported, if the catalog knew it.
@@ -53,67 +81,196 @@ pub struct ClientRecord<'a> {
     pub required_count: u32,
     /// KMS protocol major version last used.
     pub protocol_major: u16,
-    /// Earliest request time seen since the client (re-)entered the window (unix ms).
+    /// Whether the client is in the count (answered within 30 days, as of the last pruning).
+    pub counted: bool,
+    /// Earliest request time seen since the client entered the inventory (unix ms).
     pub first_seen_ms: u64,
-    /// Latest request time seen (unix ms); drives expiry.
+    /// Latest answered (counted) request (unix ms); 0 when it was only ever refused. Drives
+    /// the count.
     pub last_seen_ms: u64,
-    /// Answered requests counted since the client (re-)entered the window (saturates at
-    /// `u32::MAX`).
+    /// Latest request of any outcome (unix ms). Drives the inventory retention.
+    pub last_request_ms: u64,
+    /// Latest request answered with a count at or above the client's minimum: the start of
+    /// its current 180-day activation.
+    pub last_success_ms: Option<u64>,
+    /// Latest failure (refused, or answered below the minimum).
+    pub last_failure: Option<Failure>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Raft node id of the node that received the latest request.
+    pub answered_by: u64,
+    /// Requests seen since the client entered the inventory (saturates at `u32::MAX`).
     pub requests: u64,
 }
 
 impl ClientRecord<'_> {
-    /// Whether this client still counts at `now_ms` (last seen less than 30 days before).
+    /// Whether this client still counts at `now_ms` (counted less than 30 days before).
     pub fn is_active_at(&self, now_ms: u64) -> bool {
-        self.last_seen_ms.saturating_add(CLIENT_WINDOW_MS) > now_ms
+        self.counted && self.last_seen_ms.saturating_add(CLIENT_WINDOW_MS) > now_ms
+    }
+
+    /// The times its lifecycle is derived from.
+    pub fn times(&self) -> MachineTimes {
+        MachineTimes {
+            last_success_ms: self.last_success_ms,
+            last_request_ms: self.last_request_ms,
+            last_request_failed: self.consecutive_failures > 0,
+        }
+    }
+
+    /// Where this machine is in its activation lifecycle at `now_ms`.
+    pub fn lifecycle(&self, now_ms: u64, policy: &LifecyclePolicy) -> Lifecycle {
+        lifecycle(&self.times(), now_ms, policy)
     }
 }
+
+/// The names a machine reported before its current one, most recent first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PreviousNames<'a>(&'a [MachineName]);
+
+impl<'a> PreviousNames<'a> {
+    /// The names, most recent first.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().map(MachineName::as_str)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the machine never changed its name.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for PreviousNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// How the host's answer to one request reads for the client's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Answered with a count at or above the client's minimum.
+    Success,
+    /// Answered, but below the client's minimum: counted, yet the client stays unactivated.
+    BelowMinimum,
+    /// Refused with this HRESULT: not counted.
+    Refused(u32),
+}
+
+/// HRESULT a client reports when the count is below its minimum.
+pub const HRESULT_COUNT_TOO_LOW: u32 = 0xC004_F038;
 
 /// What the state stores per client (the CMID is the map key, the count group the window's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Client {
     pub(crate) first_seen_ms: u64,
+    /// Last answered request; 0 = never.
     pub(crate) last_seen_ms: u64,
+    pub(crate) last_request_ms: u64,
+    /// 0 = never.
+    pub(crate) last_success_ms: u64,
+    /// 0 = never.
+    pub(crate) last_failure_ms: u64,
+    pub(crate) answered_by: u64,
     pub(crate) profile: Arc<Profile>,
     pub(crate) machine_name: MachineName,
+    /// Boxed so that the common case (never renamed) costs 8 bytes, not a 24-byte `Vec`.
+    #[allow(clippy::box_collection)]
+    pub(crate) previous_names: Option<Box<Vec<MachineName>>>,
     pub(crate) grace_minutes: u32,
     pub(crate) requests: u32,
+    pub(crate) last_failure_hresult: u32,
+    pub(crate) consecutive_failures: u16,
 }
 
 impl Client {
-    fn new(a: &Activation) -> Self {
-        Client {
+    /// A record for the first request of `a.cmid` (fields then set by [`Client::observe`]).
+    fn new(a: &Activation, verdict: Verdict) -> Self {
+        let mut c = Client {
             first_seen_ms: a.time_ms,
-            last_seen_ms: a.time_ms,
+            last_seen_ms: 0,
+            last_request_ms: a.time_ms,
+            last_success_ms: 0,
+            last_failure_ms: 0,
+            answered_by: a.answered_by,
             profile: intern_profile(Profile::of(a)),
             machine_name: MachineName::new(&a.machine_name),
+            previous_names: None,
             grace_minutes: a.grace_minutes,
-            requests: 1,
-        }
+            requests: 0,
+            last_failure_hresult: 0,
+            consecutive_failures: 0,
+        };
+        c.observe(a, verdict);
+        c
     }
 
-    /// Folds in a later request of the same client. Tolerates time going backwards.
-    fn observe(&mut self, a: &Activation) {
-        if a.time_ms >= self.last_seen_ms {
+    /// Folds in a request of the same client. Tolerates time going backwards: descriptive
+    /// fields follow the latest request by time, each time only moves forward.
+    fn observe(&mut self, a: &Activation, verdict: Verdict) {
+        if a.time_ms >= self.last_request_ms {
             if self.machine_name.as_str() != a.machine_name {
-                self.machine_name = MachineName::new(&a.machine_name);
+                let old =
+                    std::mem::replace(&mut self.machine_name, MachineName::new(&a.machine_name));
+                let history = self.previous_names.get_or_insert_with(Default::default);
+                history.retain(|n| n.as_str() != a.machine_name && *n != old);
+                history.insert(0, old);
+                history.truncate(NAME_HISTORY);
             }
             if !self.profile.matches(a) {
                 self.profile = intern_profile(Profile::of(a));
             }
             self.grace_minutes = a.grace_minutes;
-            self.last_seen_ms = a.time_ms;
+            self.answered_by = a.answered_by;
+            self.last_request_ms = a.time_ms;
         }
         self.first_seen_ms = self.first_seen_ms.min(a.time_ms);
+        match verdict {
+            Verdict::Success => {
+                self.last_seen_ms = self.last_seen_ms.max(a.time_ms);
+                self.last_success_ms = self.last_success_ms.max(a.time_ms);
+                if a.time_ms >= self.last_failure_ms {
+                    self.consecutive_failures = 0;
+                }
+            }
+            Verdict::BelowMinimum => {
+                self.last_seen_ms = self.last_seen_ms.max(a.time_ms);
+                self.fail(a.time_ms, HRESULT_COUNT_TOO_LOW);
+            }
+            Verdict::Refused(hresult) => self.fail(a.time_ms, hresult),
+        }
         self.requests = self.requests.saturating_add(1);
     }
 
-    pub(crate) fn view<'a>(&'a self, count_group: &'a str, cmid: Uuid) -> ClientRecord<'a> {
+    fn fail(&mut self, time_ms: u64, hresult: u32) {
+        if time_ms >= self.last_failure_ms {
+            self.last_failure_ms = time_ms;
+            self.last_failure_hresult = hresult;
+        }
+        if time_ms >= self.last_success_ms {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        }
+    }
+
+    pub(crate) fn view<'a>(
+        &'a self,
+        count_group: &'a str,
+        cmid: Uuid,
+        counted: bool,
+    ) -> ClientRecord<'a> {
         let p = &*self.profile;
         ClientRecord {
             count_group,
             cmid,
             machine_name: self.machine_name.as_str(),
+            previous_names: PreviousNames(
+                self.previous_names.as_deref().map_or(&[], Vec::as_slice),
+            ),
             sku_id: p.sku_id,
             product_group: p.product_group.as_deref(),
             kms_counted_id: p.kms_counted_id,
@@ -123,8 +280,17 @@ impl Client {
             grace_minutes: self.grace_minutes,
             required_count: p.required_count,
             protocol_major: p.protocol_major,
+            counted,
             first_seen_ms: self.first_seen_ms,
             last_seen_ms: self.last_seen_ms,
+            last_request_ms: self.last_request_ms,
+            last_success_ms: (self.last_success_ms > 0).then_some(self.last_success_ms),
+            last_failure: (self.last_failure_ms > 0).then_some(Failure {
+                time_ms: self.last_failure_ms,
+                hresult: self.last_failure_hresult,
+            }),
+            consecutive_failures: u32::from(self.consecutive_failures),
+            answered_by: self.answered_by,
             requests: u64::from(self.requests),
         }
     }
@@ -139,13 +305,26 @@ pub struct ClientFilter {
     pub count_group: Option<String>,
     /// Only this catalog product group.
     pub product_group: Option<String>,
-    /// Only clients last seen at or after this time (unix ms), e.g. `now - 30d` for active ones.
+    /// Only clients counted at or after this time (unix ms), e.g. `now - 30d` for active ones.
     pub seen_since_ms: Option<u64>,
     /// Only this client machine id.
     pub cmid: Option<Uuid>,
-    /// Only machines last reporting this name (compared ignoring ASCII case, as Windows
-    /// names are).
+    /// Only machines reporting this name now or before (compared ignoring ASCII case, as
+    /// Windows names are).
     pub machine_name: Option<String>,
+    /// Only machines in this lifecycle state.
+    pub lifecycle: Option<LifecycleFilter>,
+}
+
+/// A lifecycle state and the clock and policy it is read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleFilter {
+    /// The state wanted.
+    pub state: Lifecycle,
+    /// When (unix ms, state time).
+    pub now_ms: u64,
+    /// The renewal interval, slack and horizon.
+    pub policy: LifecyclePolicy,
 }
 
 impl ClientFilter {
@@ -158,98 +337,201 @@ impl ClientFilter {
                 .product_group
                 .as_deref()
                 .is_none_or(|p| record.product_group == Some(p))
-            && self.seen_since_ms.is_none_or(|t| record.last_seen_ms >= t)
-            && self.cmid.is_none_or(|c| c == record.cmid)
             && self
-                .machine_name
-                .as_deref()
-                .is_none_or(|n| n.eq_ignore_ascii_case(record.machine_name))
+                .seen_since_ms
+                .is_none_or(|t| record.counted && record.last_seen_ms >= t)
+            && self.cmid.is_none_or(|c| c == record.cmid)
+            && self.machine_name.as_deref().is_none_or(|n| {
+                n.eq_ignore_ascii_case(record.machine_name)
+                    || record
+                        .previous_names
+                        .iter()
+                        .any(|p| n.eq_ignore_ascii_case(p))
+            })
+            && self
+                .lifecycle
+                .is_none_or(|l| record.lifecycle(l.now_ms, &l.policy) == l.state)
     }
 }
 
-/// Clients of one count group with their expiry index.
+/// The inventory of one count group: counted clients with their expiry index, and retired
+/// ones with their retention index.
 ///
-/// Invariant: `by_last_seen` holds exactly `(c.last_seen_ms, cmid)` for every `(cmid, c)` of
-/// `clients`, so equality only compares `clients`.
+/// Invariants: a CMID is in at most one of `counted` and `retired`; `by_last_seen` holds
+/// exactly `(c.last_seen_ms, cmid)` for every `(cmid, c)` of `counted`, and `by_last_request`
+/// exactly `(c.last_request_ms, cmid)` for every `(cmid, c)` of `retired`; so equality only
+/// compares the two maps.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientWindow {
-    clients: OrdMap<Uuid, Client>,
+    counted: OrdMap<Uuid, Client>,
     by_last_seen: OrdSet<(u64, Uuid)>,
+    retired: OrdMap<Uuid, Client>,
+    by_last_request: OrdSet<(u64, Uuid)>,
 }
 
 impl PartialEq for ClientWindow {
     fn eq(&self, other: &Self) -> bool {
-        self.clients == other.clients
+        self.counted == other.counted && self.retired == other.retired
     }
 }
 
 impl Eq for ClientWindow {}
 
 impl ClientWindow {
-    /// Number of clients held (all of them active as of the last pruning).
+    /// Number of clients counted (all of them active as of the last pruning): the count.
     pub(crate) fn len(&self) -> usize {
-        self.clients.len()
+        self.counted.len()
+    }
+
+    /// Number of records in the inventory, counted or not.
+    pub(crate) fn inventory_len(&self) -> usize {
+        self.counted.len() + self.retired.len()
+    }
+
+    /// Number of records kept beyond the count.
+    pub(crate) fn retired_len(&self) -> usize {
+        self.retired.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.clients.is_empty()
+        self.counted.is_empty() && self.retired.is_empty()
     }
 
-    pub(crate) fn get(&self, cmid: &Uuid) -> Option<&Client> {
-        self.clients.get(cmid)
+    /// A record and whether it is counted.
+    pub(crate) fn get(&self, cmid: &Uuid) -> Option<(&Client, bool)> {
+        self.counted
+            .get(cmid)
+            .map(|c| (c, true))
+            .or_else(|| self.retired.get(cmid).map(|c| (c, false)))
     }
 
-    /// Clients by CMID (the listing and snapshot order).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
-        self.clients.iter()
+    /// Counted clients by CMID (the snapshot order of the first section).
+    pub(crate) fn iter_counted(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
+        self.counted.iter()
     }
 
-    /// Inserts a whole record (reading a snapshot); returns false when it replaced a record of
-    /// the same CMID.
-    pub(crate) fn insert(&mut self, cmid: Uuid, client: Client) -> bool {
-        let last_seen_ms = client.last_seen_ms;
-        let replaced = self.clients.insert(cmid, client);
-        if let Some(old) = &replaced {
-            self.by_last_seen.remove(&(old.last_seen_ms, cmid));
+    /// Retired clients by CMID (the snapshot order of the second section).
+    pub(crate) fn iter_retired(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
+        self.retired.iter()
+    }
+
+    /// Every record with whether it is counted: counted ones by CMID, then retired ones.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Client, bool)> {
+        self.counted
+            .iter()
+            .map(|(k, c)| (k, c, true))
+            .chain(self.retired.iter().map(|(k, c)| (k, c, false)))
+    }
+
+    /// Inserts a whole record (reading a snapshot) into the counted or the retired map;
+    /// returns false when it replaced a record of the same CMID in that map.
+    pub(crate) fn insert(&mut self, cmid: Uuid, client: Client, counted: bool) -> bool {
+        if counted {
+            let key = client.last_seen_ms;
+            let replaced = self.counted.insert(cmid, client);
+            if let Some(old) = &replaced {
+                self.by_last_seen.remove(&(old.last_seen_ms, cmid));
+            }
+            self.by_last_seen.insert((key, cmid));
+            replaced.is_none()
+        } else {
+            let key = client.last_request_ms;
+            let replaced = self.retired.insert(cmid, client);
+            if let Some(old) = &replaced {
+                self.by_last_request.remove(&(old.last_request_ms, cmid));
+            }
+            self.by_last_request.insert((key, cmid));
+            replaced.is_none()
         }
-        self.by_last_seen.insert((last_seen_ms, cmid));
-        replaced.is_none()
     }
 
-    /// Records an answered request of `a.cmid` (new client or re-request).
-    pub(crate) fn observe(&mut self, a: &Activation) {
-        match self.clients.get_mut(&a.cmid) {
-            Some(rec) => {
-                let old_last = rec.last_seen_ms;
-                rec.observe(a);
-                let new_last = rec.last_seen_ms;
-                if new_last != old_last {
-                    self.by_last_seen.remove(&(old_last, a.cmid));
-                    self.by_last_seen.insert((new_last, a.cmid));
+    /// Records a request of `a.cmid` and returns the count after it. An answered request
+    /// counts the client (moving it back from the retired map when it was there); whether it
+    /// was a success depends on that count and the client's minimum. A refused one updates or
+    /// creates the record without counting it.
+    pub(crate) fn record(&mut self, a: &Activation, refused: Option<u32>) -> usize {
+        if let Some(hresult) = refused {
+            let verdict = Verdict::Refused(hresult);
+            if let Some(rec) = self.counted.get_mut(&a.cmid) {
+                // last_seen_ms does not change for a refusal, so the index stays.
+                rec.observe(a, verdict);
+            } else if let Some(rec) = self.retired.get_mut(&a.cmid) {
+                let old = rec.last_request_ms;
+                rec.observe(a, verdict);
+                let new = rec.last_request_ms;
+                if new != old {
+                    self.by_last_request.remove(&(old, a.cmid));
+                    self.by_last_request.insert((new, a.cmid));
                 }
+            } else {
+                let rec = Client::new(a, verdict);
+                self.by_last_request.insert((rec.last_request_ms, a.cmid));
+                self.retired.insert(a.cmid, rec);
             }
-            None => {
-                self.clients.insert(a.cmid, Client::new(a));
-                self.by_last_seen.insert((a.time_ms, a.cmid));
-            }
+            return self.counted.len();
         }
+        let verdict_for = |count: usize| {
+            if count >= a.required_count as usize {
+                Verdict::Success
+            } else {
+                Verdict::BelowMinimum
+            }
+        };
+        let count = self.counted.len();
+        if let Some(rec) = self.counted.get_mut(&a.cmid) {
+            let old_last = rec.last_seen_ms;
+            rec.observe(a, verdict_for(count));
+            let new_last = rec.last_seen_ms;
+            if new_last != old_last {
+                self.by_last_seen.remove(&(old_last, a.cmid));
+                self.by_last_seen.insert((new_last, a.cmid));
+            }
+            return count;
+        }
+        let count = count + 1;
+        let rec = match self.retired.remove(&a.cmid) {
+            Some(mut rec) => {
+                self.by_last_request.remove(&(rec.last_request_ms, a.cmid));
+                rec.observe(a, verdict_for(count));
+                rec
+            }
+            None => Client::new(a, verdict_for(count)),
+        };
+        self.by_last_seen.insert((rec.last_seen_ms, a.cmid));
+        self.counted.insert(a.cmid, rec);
+        count
     }
 
-    /// Removes clients last seen 30 days or more before `now_ms`; returns how many.
-    pub(crate) fn prune(&mut self, now_ms: u64) -> usize {
-        let Some(cutoff) = now_ms.checked_sub(CLIENT_WINDOW_MS) else {
-            return 0;
-        };
-        let mut removed = 0;
-        while let Some(&(last_seen, cmid)) = self.by_last_seen.get_min() {
-            if last_seen > cutoff {
-                break;
+    /// Moves clients counted 30 days or more before `now_ms` to the retired map, then drops
+    /// retired records whose last request is `retention_ms` or more before `now_ms`; returns
+    /// how many left the count and how many left the inventory.
+    pub(crate) fn prune(&mut self, now_ms: u64, retention_ms: u64) -> (usize, usize) {
+        let mut uncounted = 0;
+        if let Some(cutoff) = now_ms.checked_sub(CLIENT_WINDOW_MS) {
+            while let Some(&(last_seen, cmid)) = self.by_last_seen.get_min() {
+                if last_seen > cutoff {
+                    break;
+                }
+                self.by_last_seen.remove_min();
+                if let Some(rec) = self.counted.remove(&cmid) {
+                    self.by_last_request.insert((rec.last_request_ms, cmid));
+                    self.retired.insert(cmid, rec);
+                }
+                uncounted += 1;
             }
-            self.by_last_seen.remove_min();
-            self.clients.remove(&cmid);
-            removed += 1;
         }
-        removed
+        let mut dropped = 0;
+        if let Some(cutoff) = now_ms.checked_sub(retention_ms) {
+            while let Some(&(last_request, cmid)) = self.by_last_request.get_min() {
+                if last_request > cutoff {
+                    break;
+                }
+                self.by_last_request.remove_min();
+                self.retired.remove(&cmid);
+                dropped += 1;
+            }
+        }
+        (uncounted, dropped)
     }
 
     /// Clients that count at `now_ms`, without pruning.
@@ -264,11 +546,18 @@ impl ClientWindow {
 
     #[cfg(test)]
     fn index_consistent(&self) -> bool {
-        self.by_last_seen.len() == self.clients.len()
+        self.by_last_seen.len() == self.counted.len()
             && self
                 .by_last_seen
                 .iter()
-                .all(|(t, id)| self.clients.get(id).is_some_and(|r| r.last_seen_ms == *t))
+                .all(|(t, id)| self.counted.get(id).is_some_and(|r| r.last_seen_ms == *t))
+            && self.by_last_request.len() == self.retired.len()
+            && self.by_last_request.iter().all(|(t, id)| {
+                self.retired
+                    .get(id)
+                    .is_some_and(|r| r.last_request_ms == *t)
+            })
+            && self.counted.keys().all(|k| !self.retired.contains_key(k))
     }
 }
 
@@ -276,6 +565,9 @@ impl ClientWindow {
 mod tests {
     use super::*;
     use crate::command::Outcome;
+
+    const RET: u64 = DEFAULT_INVENTORY_RETENTION_MS;
+    const DAY: u64 = 24 * 3600 * 1000;
 
     fn act(cmid: u128, time_ms: u64) -> Activation {
         Activation {
@@ -291,66 +583,182 @@ mod tests {
             client_vm: false,
             license_state: LicenseState::Licensed,
             grace_minutes: 0,
-            required_count: 25,
+            required_count: 1,
             protocol_major: 6,
             outcome: Outcome::Answered,
+            answered_by: 1,
         }
+    }
+
+    fn view(w: &ClientWindow, cmid: u128) -> ClientRecord<'_> {
+        let (c, counted) = w.get(&Uuid::from_u128(cmid)).unwrap();
+        c.view("windows", Uuid::from_u128(cmid), counted)
     }
 
     #[test]
     fn boundary_is_exact() {
         let mut w = ClientWindow::default();
         let t = CLIENT_WINDOW_MS + 5;
-        w.observe(&act(1, t));
+        w.record(&act(1, t), None);
         assert_eq!(w.active_at(t + CLIENT_WINDOW_MS - 1), 1);
         assert_eq!(w.active_at(t + CLIENT_WINDOW_MS), 0);
-        assert_eq!(w.prune(t + CLIENT_WINDOW_MS - 1), 0);
-        assert_eq!(w.prune(t + CLIENT_WINDOW_MS), 1);
+        assert_eq!(w.prune(t + CLIENT_WINDOW_MS - 1, RET), (0, 0));
+        assert_eq!(w.prune(t + CLIENT_WINDOW_MS, RET), (1, 0));
+        assert_eq!(
+            (w.len(), w.inventory_len()),
+            (0, 1),
+            "kept beyond the count"
+        );
+        assert!(!view(&w, 1).counted && w.index_consistent());
+        assert_eq!(w.prune(t + RET - 1, RET), (0, 0));
+        assert_eq!(w.prune(t + RET, RET), (0, 1));
         assert!(w.is_empty() && w.index_consistent());
+    }
+
+    #[test]
+    fn a_retired_client_counts_again_when_answered() {
+        let mut w = ClientWindow::default();
+        w.record(&act(1, 1_000), None);
+        w.prune(1_000 + CLIENT_WINDOW_MS, RET);
+        assert_eq!(w.len(), 0);
+        let mut back = act(1, 1_000 + 100 * DAY);
+        back.machine_name = "renamed".into();
+        assert_eq!(w.record(&back, None), 1);
+        let r = view(&w, 1);
+        assert!(r.counted);
+        assert_eq!((r.first_seen_ms, r.requests), (1_000, 2));
+        assert_eq!(r.previous_names.iter().collect::<Vec<_>>(), ["pc1"]);
+        assert!(w.index_consistent());
+    }
+
+    #[test]
+    fn refusals_update_the_record_without_counting() {
+        let mut w = ClientWindow::default();
+        // Only ever refused: in the inventory, not in the count.
+        assert_eq!(w.record(&act(1, 10), Some(0xC004_F042)), 0);
+        let r = view(&w, 1);
+        assert!(!r.counted);
+        assert_eq!(r.last_seen_ms, 0);
+        assert_eq!(r.last_success_ms, None);
+        assert_eq!(
+            r.last_failure,
+            Some(Failure {
+                time_ms: 10,
+                hresult: 0xC004_F042
+            })
+        );
+        assert_eq!(r.consecutive_failures, 1);
+        // A counted client refused later keeps counting, and is failing.
+        assert_eq!(w.record(&act(2, 20), None), 1);
+        assert_eq!(w.record(&act(2, 30), Some(0xC004_F06C)), 1);
+        let r = view(&w, 2);
+        assert!(r.counted);
+        assert_eq!((r.last_seen_ms, r.last_request_ms), (20, 30));
+        assert_eq!(r.last_success_ms, Some(20));
+        assert_eq!(r.consecutive_failures, 1);
+        assert_eq!(
+            r.lifecycle(30, &LifecyclePolicy::default()),
+            Lifecycle::Failing
+        );
+        // A success clears the failure streak but keeps the last failure.
+        w.record(&act(2, 40), None);
+        let r = view(&w, 2);
+        assert_eq!(r.consecutive_failures, 0);
+        assert_eq!(r.last_failure.map(|f| f.time_ms), Some(30));
+        assert_eq!(
+            r.lifecycle(40, &LifecyclePolicy::default()),
+            Lifecycle::Active
+        );
+        assert!(w.index_consistent());
+    }
+
+    #[test]
+    fn a_count_below_the_minimum_is_a_failure_that_counts() {
+        let mut w = ClientWindow::default();
+        let mut a = act(1, 10);
+        a.required_count = 2;
+        assert_eq!(w.record(&a, None), 1);
+        let r = view(&w, 1);
+        assert!(r.counted);
+        assert_eq!(r.last_success_ms, None);
+        assert_eq!(
+            r.last_failure.map(|f| f.hresult),
+            Some(HRESULT_COUNT_TOO_LOW)
+        );
+        let mut b = act(2, 20);
+        b.required_count = 2;
+        assert_eq!(w.record(&b, None), 2);
+        assert_eq!(view(&w, 2).last_success_ms, Some(20));
+        assert_eq!(view(&w, 2).consecutive_failures, 0);
+    }
+
+    #[test]
+    fn name_history_keeps_the_last_few_distinct_names() {
+        let mut w = ClientWindow::default();
+        for (i, name) in ["a", "b", "a", "c", "d", "e"].iter().enumerate() {
+            let mut x = act(1, 10 + i as u64);
+            x.machine_name = (*name).into();
+            w.record(&x, None);
+        }
+        let r = view(&w, 1);
+        assert_eq!(r.machine_name, "e");
+        assert_eq!(r.previous_names.iter().collect::<Vec<_>>(), ["d", "c", "a"]);
+        let by_old_name = ClientFilter {
+            machine_name: Some("C".into()),
+            ..Default::default()
+        };
+        assert!(by_old_name.matches(&r));
     }
 
     #[test]
     fn time_going_backwards_keeps_latest_report() {
         let mut w = ClientWindow::default();
-        w.observe(&act(1, 1_000));
+        w.record(&act(1, 1_000), None);
         let mut older = act(1, 400);
         older.machine_name = "old-name".into();
         older.license_state = LicenseState::Notification;
-        w.observe(&older);
-        let r = w
-            .get(&Uuid::from_u128(1))
-            .unwrap()
-            .view("windows", Uuid::from_u128(1));
+        older.answered_by = 9;
+        w.record(&older, None);
+        let r = view(&w, 1);
         assert_eq!(
-            (r.first_seen_ms, r.last_seen_ms, r.requests),
-            (400, 1_000, 2)
+            (
+                r.first_seen_ms,
+                r.last_seen_ms,
+                r.last_request_ms,
+                r.requests
+            ),
+            (400, 1_000, 1_000, 2)
         );
         assert_eq!(r.machine_name, "pc1");
+        assert!(r.previous_names.is_empty());
         assert_eq!(r.license_state, LicenseState::Licensed);
+        assert_eq!(r.answered_by, 1);
+        // An old failure does not make a later success look failed.
+        w.record(&act(1, 500), Some(0xC004_F042));
+        assert_eq!(view(&w, 1).consecutive_failures, 0);
         assert!(w.index_consistent());
         // Early times never underflow.
         assert_eq!(w.active_at(0), 1);
-        assert_eq!(w.prune(0), 0);
+        assert_eq!(w.prune(0, RET), (0, 0));
     }
 
     #[test]
     fn later_report_replaces_descriptive_fields() {
         let mut w = ClientWindow::default();
-        w.observe(&act(1, 10));
+        w.record(&act(1, 10), None);
         let mut later = act(1, 20);
         later.machine_name = "a-much-longer-machine-name.campus.example".into();
         later.license_state = LicenseState::Other(1234);
         later.product_group = Some("windows-server".into());
         later.client_vm = true;
-        w.observe(&later);
-        let r = w
-            .get(&Uuid::from_u128(1))
-            .unwrap()
-            .view("windows", Uuid::from_u128(1));
+        later.answered_by = 3;
+        w.record(&later, None);
+        let r = view(&w, 1);
         assert_eq!(r.machine_name, later.machine_name);
         assert_eq!(r.license_state, LicenseState::Other(1234));
         assert_eq!(r.product_group, Some("windows-server"));
         assert!(r.client_vm);
+        assert_eq!(r.answered_by, 3);
         assert_eq!((r.first_seen_ms, r.last_seen_ms, r.requests), (10, 20, 2));
         assert!(w.index_consistent());
     }
@@ -359,14 +767,17 @@ mod tests {
     fn clone_is_shared_and_independent() {
         let mut w = ClientWindow::default();
         for i in 0..1_000 {
-            w.observe(&act(i, 100 + i as u64));
+            w.record(&act(i, 100 + i as u64), None);
         }
         let snapshot = w.clone();
-        w.observe(&act(5, 5_000));
-        w.observe(&act(5_000, 5_001));
+        w.record(&act(5, 5_000), None);
+        w.record(&act(5_000, 5_001), None);
         assert_eq!(snapshot.len(), 1_000);
-        assert_eq!(snapshot.get(&Uuid::from_u128(5)).unwrap().last_seen_ms, 105);
-        assert_eq!(w.get(&Uuid::from_u128(5)).unwrap().last_seen_ms, 5_000);
+        assert_eq!(
+            snapshot.get(&Uuid::from_u128(5)).unwrap().0.last_seen_ms,
+            105
+        );
+        assert_eq!(w.get(&Uuid::from_u128(5)).unwrap().0.last_seen_ms, 5_000);
         assert!(w.index_consistent() && snapshot.index_consistent());
         assert_ne!(w, snapshot);
     }
@@ -374,21 +785,22 @@ mod tests {
     #[test]
     fn insert_replaces_record_and_index_entry() {
         let mut w = ClientWindow::default();
-        let c = Client::new(&act(1, 10));
-        assert!(w.insert(Uuid::from_u128(1), c.clone()));
-        let later = Client::new(&act(1, 20));
-        assert!(!w.insert(Uuid::from_u128(1), later));
+        let c = Client::new(&act(1, 10), Verdict::Success);
+        assert!(w.insert(Uuid::from_u128(1), c.clone(), true));
+        let later = Client::new(&act(1, 20), Verdict::Success);
+        assert!(!w.insert(Uuid::from_u128(1), later, true));
+        assert!(w.insert(Uuid::from_u128(2), c, false));
         assert!(w.index_consistent());
-        assert_eq!(w.len(), 1);
-        assert_eq!(w.get(&Uuid::from_u128(1)).unwrap().last_seen_ms, 20);
+        assert_eq!((w.len(), w.inventory_len()), (1, 2));
+        assert_eq!(w.get(&Uuid::from_u128(1)).unwrap().0.last_seen_ms, 20);
     }
 
     #[test]
     fn filter_matches_fields() {
         let mut a = act(1, 100);
         a.product_group = Some("windows-10-11".into());
-        let c = Client::new(&a);
-        let r = c.view("windows", a.cmid);
+        let c = Client::new(&a, Verdict::Success);
+        let r = c.view("windows", a.cmid, true);
         assert!(ClientFilter::default().matches(&r));
         let f = |g: Option<&str>, p: Option<&str>, s: Option<u64>| ClientFilter {
             count_group: g.map(Into::into),
@@ -413,10 +825,21 @@ mod tests {
         assert!(!f(Some("office"), None, None).matches(&r));
         assert!(!f(None, Some("office-2016"), None).matches(&r));
         assert!(!f(None, None, Some(101)).matches(&r));
+        let by_state = |state: Lifecycle, now_ms: u64| ClientFilter {
+            lifecycle: Some(LifecycleFilter {
+                state,
+                now_ms,
+                policy: LifecyclePolicy::default(),
+            }),
+            ..Default::default()
+        };
+        assert!(by_state(Lifecycle::Active, 100).matches(&r));
+        assert!(!by_state(Lifecycle::Expiring, 100).matches(&r));
+        assert!(by_state(Lifecycle::Expiring, 100 + 160 * DAY).matches(&r));
     }
 
     #[test]
     fn stored_entry_is_compact() {
-        assert_eq!(std::mem::size_of::<Client>(), 56);
+        assert_eq!(std::mem::size_of::<Client>(), 104);
     }
 }

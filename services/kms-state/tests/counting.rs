@@ -63,12 +63,15 @@ fn thirty_day_boundary_is_exact() {
     );
     assert!(s.client("windows", &a).is_some(), "views do not mutate");
     assert_eq!(count(&mut s, &act(Some("windows"), 3, t_out)), 2);
-    assert!(s.client("windows", &a).is_none(), "pruned by the command");
+    let rec = s.client("windows", &a).unwrap();
+    assert!(!rec.counted, "out of the count, still in the inventory");
+    assert!(!rec.is_active_at(t_out));
 
-    // Client 1 coming back is a new client again (fresh inventory entry).
+    // Client 1 coming back counts again; its record keeps its history.
     assert_eq!(count(&mut s, &act(Some("windows"), 1, t_out + 5)), 3);
     let rec = s.client("windows", &a).unwrap();
-    assert_eq!((rec.first_seen_ms, rec.requests), (t_out + 5, 1));
+    assert!(rec.counted);
+    assert_eq!((rec.first_seen_ms, rec.requests), (T0, 2));
 }
 
 #[test]
@@ -106,16 +109,27 @@ fn count_groups_are_separate() {
 fn refused_and_ungrouped_requests_do_not_count_clients() {
     let mut s = HostState::default();
     count(&mut s, &act(Some("windows"), 1, T0));
-    // Refused: no CMID recorded; the result reports the group's current count.
+    // Refused: recorded for the machine, not counted; the result reports the group's count.
     assert_eq!(
         count(&mut s, &refused(Some("windows"), 2, T0, 0xC004_F06C)),
         1
     );
-    assert!(s.client("windows", &Uuid::from_u128(2)).is_none());
-    // Unknown product (no count group): nothing counted, result 0.
+    let rec = s.client("windows", &Uuid::from_u128(2)).unwrap();
+    assert!(!rec.counted);
+    assert_eq!(rec.last_failure.map(|f| f.hresult), Some(0xC004_F06C));
+    // Unknown product (no count group): nothing counted, result 0; the machine is listed in
+    // the "unknown" inventory group, which is no count group.
     assert_eq!(count(&mut s, &act(None, 3, T0)), 0);
+    let rec = s
+        .client(kms_state::UNKNOWN_GROUP, &Uuid::from_u128(3))
+        .unwrap();
+    assert!(!rec.counted);
+    assert_eq!(rec.last_failure.map(|f| f.hresult), Some(0xC004_F042));
+    assert_eq!(s.active_clients_at(kms_state::UNKNOWN_GROUP, T0), 0);
+    assert!(!s.groups().contains(&kms_state::UNKNOWN_GROUP));
     assert_eq!(count(&mut s, &act(Some("windows"), 4, T0)), 2);
     assert_eq!(s.client_count_total(), 2);
+    assert_eq!(s.inventory_len(), 4);
 }
 
 #[test]
@@ -133,8 +147,18 @@ fn idle_groups_are_pruned_by_later_commands() {
     let mut s = HostState::default();
     count(&mut s, &act(Some("office2010"), 1, T0));
     count(&mut s, &act(Some("windows"), 2, T0 + CLIENT_WINDOW_MS));
-    assert!(s.client("office2010", &Uuid::from_u128(1)).is_none());
+    assert!(!s.client("office2010", &Uuid::from_u128(1)).unwrap().counted);
     assert_eq!(s.client_count_total(), 1);
+    // After the inventory retention the record is gone too.
+    count(
+        &mut s,
+        &act(
+            Some("windows"),
+            2,
+            T0 + kms_state::DEFAULT_INVENTORY_RETENTION_MS,
+        ),
+    );
+    assert!(s.client("office2010", &Uuid::from_u128(1)).is_none());
     // Statistics are cumulative and stay.
     assert_eq!(s.group_stats("office2010").unwrap().total, 1);
     assert!(s.groups().contains(&"office2010"));

@@ -73,6 +73,7 @@ fn request_ids_are_forgotten_after_retention() {
 fn expired_id_is_new_even_without_a_pruning_command_in_between() {
     let mut s = HostState::new(StateConfig {
         dedup_retention_ms: 1_000,
+        ..StateConfig::default()
     });
     let a = act(Some("office"), 1, T0);
     count(&mut s, &a);

@@ -27,6 +27,9 @@ enum Op {
         group: usize,
         epid: u8,
     },
+    Retention {
+        days: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (any::<u8>(), 0u8..40, 0usize..4, 0u32..9, prop::bool::weighted(0.15), any::<bool>())
             .prop_map(|(req, cmid, group, state, refused, vm)| Op::Act { req, cmid, group, state, refused, vm }),
         1 => (0usize..3, 0u8..3).prop_map(|(group, epid)| Op::Epid { group, epid }),
+        1 => (20u64..70).prop_map(|days| Op::Retention { days }),
     ]
 }
 
@@ -70,6 +74,7 @@ fn commands(ops: &[(Op, i64)], monotone: bool) -> Vec<Command> {
                     grace_minutes: *state * 100,
                     required_count: 25,
                     protocol_major: 6,
+                    answered_by: u64::from(*req % 3),
                     outcome: if *refused {
                         Outcome::Refused {
                             hresult: 0xC004_F042,
@@ -81,6 +86,10 @@ fn commands(ops: &[(Op, i64)], monotone: bool) -> Vec<Command> {
                 Op::Epid { group, epid } => Command::SetEpid {
                     count_group: GROUPS[*group].unwrap().to_owned(),
                     epid: format!("epid-{epid}"),
+                    time_ms: t,
+                },
+                Op::Retention { days } => Command::SetInventoryRetention {
+                    retention_ms: days * 24 * 3600 * 1000,
                     time_ms: t,
                 },
             }
@@ -111,7 +120,10 @@ fn check_invariants(s: &HostState) {
     }
     assert!(group_total <= stats.total);
     let listed = s.clients(Default::default()).count();
-    assert_eq!(listed, s.client_count_total());
+    assert_eq!(listed, s.inventory_len());
+    let counted = s.clients(Default::default()).filter(|r| r.counted).count();
+    assert_eq!(counted, s.client_count_total());
+    assert_eq!(listed, counted + s.retired_len());
 }
 
 proptest! {
@@ -123,7 +135,10 @@ proptest! {
         retention in prop_oneof![Just(kms_state::DEFAULT_DEDUP_RETENTION_MS), 0u64..(3 * 24 * 3600 * 1000)],
     ) {
         let cmds = commands(&ops, false);
-        let config = StateConfig { dedup_retention_ms: retention };
+        let config = StateConfig {
+            dedup_retention_ms: retention,
+            ..StateConfig::default()
+        };
         let mut a = HostState::new(config);
         let mut b = HostState::new(config);
         for cmd in &cmds {
@@ -155,6 +170,9 @@ proptest! {
         let mut applied: HashMap<Uuid, (u64, u32)> = HashMap::new();
         let mut totals: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
         let mut epids: BTreeMap<String, String> = BTreeMap::new();
+        // Inventory model: (group or "unknown", cmid) -> last request of any outcome.
+        let mut last_request: BTreeMap<(String, Uuid), u64> = BTreeMap::new();
+        let mut inventory_retention = kms_state::DEFAULT_INVENTORY_RETENTION_MS;
         for cmd in &cmds {
             let res = s.apply(cmd);
             match cmd {
@@ -164,6 +182,10 @@ proptest! {
                 }
                 Command::SetHostIdentity(_) | Command::ReplaceHostIdentity { .. } => {
                     prop_assert!(matches!(res, CommandResult::HostIdentity(_)));
+                }
+                Command::SetInventoryRetention { retention_ms, .. } => {
+                    inventory_retention = (*retention_ms).max(CLIENT_WINDOW_MS);
+                    prop_assert_eq!(res, CommandResult::InventoryRetention(inventory_retention));
                 }
                 Command::Activation(a) => {
                     let CommandResult::Activation(r) = res else { panic!("wrong result") };
@@ -197,6 +219,12 @@ proptest! {
                     });
                     prop_assert_eq!(r.active_clients, expected);
                     applied.insert(a.request_id, (t, expected));
+                    let key = a.count_group.clone().unwrap_or_else(|| kms_state::UNKNOWN_GROUP.into());
+                    // Pruning happens before the request is recorded and is final.
+                    last_request.retain(|_, lr| lr.saturating_add(inventory_retention) > t);
+                    let e = last_request.entry((key, a.cmid)).or_insert(t);
+                    *e = (*e).max(t);
+                    prop_assert_eq!(s.inventory_len(), last_request.len());
                     for g in ["windows", "office", "office2010"] {
                         let naive = last_seen
                             .iter()

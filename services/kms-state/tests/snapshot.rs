@@ -28,6 +28,7 @@ fn read(bytes: &[u8]) -> Result<HostState, StateError> {
 fn sample_state() -> HostState {
     let mut s = HostState::new(StateConfig {
         dedup_retention_ms: 3_600_000,
+        ..StateConfig::default()
     });
     for i in 0..20u128 {
         let mut a = act(
@@ -77,6 +78,7 @@ fn empty_state_round_trips() {
         HostState::default(),
         HostState::new(StateConfig {
             dedup_retention_ms: 0,
+            ..StateConfig::default()
         }),
     ] {
         assert_eq!(read(&bytes_of(&s)).unwrap(), s);
@@ -257,6 +259,7 @@ fn prost_len(mut v: u64, out: &mut Vec<u8>) {
 fn tiny_state() -> HostState {
     let mut s = HostState::new(StateConfig {
         dedup_retention_ms: 1_000,
+        ..StateConfig::default()
     });
     s.apply(&Command::Activation(Activation {
         request_id: Uuid::from_u128(0xAA),
@@ -273,6 +276,7 @@ fn tiny_state() -> HostState {
         grace_minutes: 7,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: Outcome::Answered,
     }));
     s.apply(&Command::SetEpid {
@@ -286,6 +290,28 @@ fn tiny_state() -> HostState {
 /// The tiny state's snapshot, record by record.
 const TINY_GOLDEN: &str = concat!(
     "4b4d535354415445", // magic "KMSSTATE"
+    "02000000", // schema version 2
+    "0b0a0908e8071080c0dfaf40", // Config { dedup_retention_ms: 1000, inventory_retention_ms: 200 days }
+    "06120410013001", // GroupStats, global: total 1, initial_grace 1
+    "0f120d0a0777696e646f777310013001", // GroupStats "windows": total 1, initial_grace 1
+    "111a0f0a0777696e646f7773120145188927", // Epid "windows" = "E", set_ms 5001
+    "0d220b0a0777696e646f77731001", // Window "windows", 1 counted client, none retired
+    "472a450a0577696e31301210000000000000000000000000000000031a10000000000000000000000000000000012210000000000000000000000000000000022802301938064001", // Profile 0: "win10", sku 3, kms 1, app 2, state 2, count 25, v6, VM
+    concat!(
+        "30322e0a10000000000000000000000000000000c1120370633120882730073801", // Client c1 "pc1", profile 0, last_seen 5000, age 0, grace 7, 1 request
+        "408827", // last request 5000 (no success: a count of 1 is below its minimum of 25)
+        "508827", "58b8e093800c", // last failure 5000, 0xC004F038
+        "6001", "6801", // 1 consecutive failure, answered by node 1
+    ),
+    "193a170a10000000000000000000000000000000aa1088271801", // Request aa, time 5000, active 1
+    "107a0e0808100218012001280130013801", // End: 8 records; 2 stats, 1 epid, window, profile, client, request
+    "1c9fefb6", // CRC-32
+);
+
+/// The same state as written by schema 1 (before the inventory kept records beyond the
+/// count): still read.
+const TINY_GOLDEN_V1: &str = concat!(
+    "4b4d535354415445", // magic "KMSSTATE"
     "01000000", // schema version 1
     "050a0308e807", // Config { dedup_retention_ms: 1000 }
     "06120410013001", // GroupStats, global: total 1, initial_grace 1
@@ -298,6 +324,27 @@ const TINY_GOLDEN: &str = concat!(
     "107a0e0808100218012001280130013801", // End: 8 records; 2 stats, 1 epid, window, profile, client, request
     "044dff10", // CRC-32
 );
+
+/// A schema-1 file reads with every client counted, its last request and last success its
+/// last counted request, no failure, and the default inventory retention.
+#[test]
+fn schema_1_snapshots_still_read() {
+    let s = read(&hex::decode(TINY_GOLDEN_V1).unwrap()).unwrap();
+    let c = s.client("windows", &Uuid::from_u128(0xc1)).unwrap();
+    assert!(c.counted);
+    assert_eq!(
+        (c.first_seen_ms, c.last_seen_ms, c.last_request_ms),
+        (5_000, 5_000, 5_000)
+    );
+    assert_eq!(c.last_success_ms, Some(5_000));
+    assert_eq!((c.last_failure, c.consecutive_failures), (None, 0));
+    assert!(c.previous_names.is_empty());
+    assert_eq!(
+        s.config().inventory_retention_ms,
+        kms_state::DEFAULT_INVENTORY_RETENTION_MS
+    );
+    assert_eq!(s.active_clients_at("windows", 5_000), 1);
+}
 
 /// A tiny state's exact bytes. The format is deterministic; this pins it so that a change of
 /// layout is deliberate. To update after an intended change (with a new
@@ -339,8 +386,8 @@ fn golden_bytes_of_a_tiny_snapshot_with_a_host_identity() {
             1,
         )
         .replacen(
-            "107a0e0808100218012001280130013801044dff10",
-            "127a100809100218012001280130013801400163492c4d",
+            "107a0e08081002180120012801300138011c9fefb6",
+            "127a10080910021801200128013001380140015cbad0e9",
             1,
         );
     assert_ne!(golden, TINY_GOLDEN);
@@ -441,6 +488,7 @@ fn commands(ops: &[Op], t: &mut u64) -> Vec<Command> {
                 grace_minutes: o.state.wrapping_mul(100),
                 required_count: 25,
                 protocol_major: 4 + u16::from(o.cmid % 3),
+                answered_by: 1,
                 outcome: if o.refused {
                     Outcome::Refused {
                         hresult: 0xC004_F042,
@@ -462,7 +510,10 @@ proptest! {
         after in prop::collection::vec(op(), 0..60),
         retention in prop_oneof![Just(kms_state::DEFAULT_DEDUP_RETENTION_MS), 0u64..(2 * 24 * 3600 * 1000)],
     ) {
-        let mut a = HostState::new(StateConfig { dedup_retention_ms: retention });
+        let mut a = HostState::new(StateConfig {
+            dedup_retention_ms: retention,
+            ..StateConfig::default()
+        });
         let mut t = T0;
         for c in commands(&before, &mut t) {
             a.apply(&c);

@@ -342,9 +342,18 @@ struct ClientsArgs {
     /// Only this client machine id (what `slmgr /dlv` shows as "Client Machine ID").
     #[arg(long)]
     cmid: Option<uuid::Uuid>,
-    /// Only machines of this name (ignoring case).
+    /// One machine by name, current or previous (ignoring case): shown in full, with its
+    /// failure and name history.
     #[arg(long)]
     machine: Option<String>,
+    /// Only machines in this lifecycle state: active, overdue (missed renewals), expiring
+    /// (activation ends within the horizon), expired, failing (last request refused or
+    /// below the minimum).
+    #[arg(long, value_parser = ["active", "overdue", "expiring", "expired", "failing"])]
+    state: Option<String>,
+    /// Print CSV (for a spreadsheet) instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -670,12 +679,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 if let Some(m) = &c.machine {
                     q.append_pair("machine", m);
                 }
+                if let Some(st) = &c.state {
+                    q.append_pair("state", st);
+                }
             }
             let url = url.to_string();
             let token = c.admin.token()?;
             let list: Vec<kms_api::ClientInfo> = get_json(&url, token.as_deref()).await?;
             if c.admin.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if c.csv {
+                print!("{}", render::clients_csv(&list));
+            } else if c.machine.is_some() || c.cmid.is_some() {
+                print!("{}", render::client_details(&list));
             } else {
                 print!("{}", render::clients(&list));
             }

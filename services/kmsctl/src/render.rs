@@ -140,40 +140,207 @@ fn fmt_ms(ms: u64) -> String {
     )
 }
 
-/// Renders the client inventory as a table.
+/// The product column of a client: SKU name, else product group, else the SKU id.
+fn product_of(c: &ClientInfo) -> String {
+    c.product
+        .clone()
+        .or_else(|| c.product_group.clone())
+        .unwrap_or_else(|| c.sku_id.to_string())
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ`, or `-` for none.
+fn fmt_opt_ms(ms: Option<u64>) -> String {
+    ms.filter(|t| *t > 0)
+        .map_or_else(|| "-".to_string(), fmt_ms)
+}
+
+/// Renders the client inventory as a table: one line per machine with its lifecycle state,
+/// when its activation ends, and its last failure.
 pub fn clients(list: &[ClientInfo]) -> String {
-    let mut s = format!(
-        "{:<36}  {:<28}  {:<10}  {:<32}  {:<3}  {:<17}  {:>8}  {:<20}  {}\n",
+    let row = |cols: [&str; 10]| {
+        format!(
+            "{:<36}  {:<28}  {:<10}  {:<32}  {:<8}  {:<20}  {:<20}  {:<10}  {:>4}  {}\n",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            cols[5],
+            cols[6],
+            cols[7],
+            cols[8],
+            cols[9]
+        )
+    };
+    let mut s = row([
         "CMID",
         "MACHINE",
         "GROUP",
         "PRODUCT",
-        "VM",
-        "LICENSE STATE",
-        "REQUESTS",
-        "LAST SEEN",
-        "FIRST SEEN"
-    );
+        "STATE",
+        "LAST SUCCESS",
+        "ACTIVATION ENDS",
+        "FAILURE",
+        "NODE",
+        "LAST REQUEST",
+    ]);
     for c in list {
-        s.push_str(&format!(
-            "{:<36}  {:<28}  {:<10}  {:<32}  {:<3}  {:<17}  {:>8}  {:<20}  {}\n",
-            c.cmid,
-            escape(&c.machine_name),
-            escape(&c.count_group),
-            escape(
-                &c.product
-                    .clone()
-                    .or_else(|| c.product_group.clone())
-                    .unwrap_or_else(|| c.sku_id.to_string())
-            ),
-            if c.client_vm { "yes" } else { "no" },
-            escape(&c.license_state),
-            c.requests,
-            fmt_ms(c.last_seen_ms),
-            fmt_ms(c.first_seen_ms),
-        ));
+        let failure = c
+            .last_failure
+            .as_ref()
+            .filter(|_| c.consecutive_failures > 0)
+            .map_or_else(|| "-".to_string(), |f| f.hresult.clone());
+        s.push_str(&row([
+            &c.cmid.to_string(),
+            &escape(&c.machine_name),
+            &escape(&c.count_group),
+            &escape(&product_of(c)),
+            &escape(&c.state),
+            &fmt_opt_ms(c.last_success_ms),
+            &fmt_opt_ms(c.activation_ends_ms),
+            &failure,
+            &c.answered_by.to_string(),
+            &fmt_opt_ms(Some(c.last_request_ms)),
+        ]));
     }
     s.push_str(&format!("{} client machine(s)\n", list.len()));
+    s
+}
+
+/// One machine in full (`kmsctl clients --machine NAME` or `--cmid ID`): every inventory
+/// entry of it (one per count group), with its lifecycle, last failure and name history.
+pub fn client_details(list: &[ClientInfo]) -> String {
+    let mut s = String::new();
+    for c in list {
+        let line = |s: &mut String, k: &str, v: &str| s.push_str(&format!("{k:<24}{v}\n"));
+        line(&mut s, "Machine:", &escape(&c.machine_name));
+        let previous: Vec<String> = c
+            .previous_names
+            .iter()
+            .map(|n| escape(n).into_owned())
+            .collect();
+        if !previous.is_empty() {
+            line(&mut s, "Previous names:", &previous.join(", "));
+        }
+        line(&mut s, "Client Machine ID:", &c.cmid.to_string());
+        line(&mut s, "Count group:", &escape(&c.count_group));
+        line(&mut s, "Product:", &escape(&product_of(c)));
+        line(&mut s, "Lifecycle state:", &escape(&c.state));
+        line(
+            &mut s,
+            "In the count:",
+            if c.counted {
+                "yes"
+            } else {
+                "no (not answered within 30 days)"
+            },
+        );
+        line(&mut s, "Last success:", &fmt_opt_ms(c.last_success_ms));
+        line(
+            &mut s,
+            "Activation ends:",
+            &fmt_opt_ms(c.activation_ends_ms),
+        );
+        line(
+            &mut s,
+            "Last request:",
+            &fmt_opt_ms(Some(c.last_request_ms)),
+        );
+        line(
+            &mut s,
+            "Answered by node:",
+            &if c.answered_by == 0 {
+                "unknown".to_string()
+            } else {
+                c.answered_by.to_string()
+            },
+        );
+        match &c.last_failure {
+            Some(f) => line(
+                &mut s,
+                "Last failure:",
+                &format!(
+                    "{} {} ({})",
+                    fmt_ms(f.time_ms),
+                    f.hresult,
+                    escape(&f.reason)
+                ),
+            ),
+            None => line(&mut s, "Last failure:", "-"),
+        }
+        line(
+            &mut s,
+            "Failures in a row:",
+            &c.consecutive_failures.to_string(),
+        );
+        line(&mut s, "License state:", &escape(&c.license_state));
+        line(&mut s, "Grace minutes:", &c.grace_minutes.to_string());
+        line(&mut s, "VM:", if c.client_vm { "yes" } else { "no" });
+        line(&mut s, "Protocol:", &format!("v{}", c.protocol));
+        line(&mut s, "First seen:", &fmt_opt_ms(Some(c.first_seen_ms)));
+        line(&mut s, "Requests:", &c.requests.to_string());
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "{} inventory entr{}\n",
+        list.len(),
+        if list.len() == 1 { "y" } else { "ies" }
+    ));
+    s
+}
+
+/// One CSV field: control characters escaped as in the table, quoted when it holds a comma,
+/// a quote or starts with a character a spreadsheet would run as a formula.
+fn csv_field(v: &str) -> String {
+    let v = escape(v).into_owned();
+    let formula = v.starts_with(['=', '+', '-', '@']);
+    if formula || v.contains([',', '"']) {
+        let body = if formula { format!("'{v}") } else { v };
+        format!("\"{}\"", body.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+/// The inventory as CSV (RFC 4180, one header line) for the helpdesk's spreadsheet; times in
+/// UTC as in the table.
+pub fn clients_csv(list: &[ClientInfo]) -> String {
+    let mut s = String::from(
+        "cmid,machine_name,previous_names,count_group,product,state,counted,last_success,\
+         activation_ends,last_request,last_failure,last_failure_hresult,last_failure_reason,\
+         consecutive_failures,answered_by,license_state,client_vm,first_seen,requests\r\n",
+    );
+    for c in list {
+        let (ft, fh, fr) = c.last_failure.as_ref().map_or_else(
+            || (String::new(), String::new(), String::new()),
+            |f| (fmt_ms(f.time_ms), f.hresult.clone(), f.reason.clone()),
+        );
+        let blank = |ms: Option<u64>| ms.filter(|t| *t > 0).map(fmt_ms).unwrap_or_default();
+        let fields = [
+            c.cmid.to_string(),
+            c.machine_name.clone(),
+            c.previous_names.join(";"),
+            c.count_group.clone(),
+            product_of(c),
+            c.state.clone(),
+            c.counted.to_string(),
+            blank(c.last_success_ms),
+            blank(c.activation_ends_ms),
+            blank(Some(c.last_request_ms)),
+            ft,
+            fh,
+            fr,
+            c.consecutive_failures.to_string(),
+            c.answered_by.to_string(),
+            c.license_state.clone(),
+            c.client_vm.to_string(),
+            blank(Some(c.first_seen_ms)),
+            c.requests.to_string(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        s.push_str(&line.join(","));
+        s.push_str("\r\n");
+    }
     s
 }
 
@@ -227,7 +394,27 @@ mod tests {
             first_seen_ms: 0,
             last_seen_ms: 0,
             requests: 1,
+            counted: true,
+            last_request_ms: 0,
+            last_success_ms: None,
+            activation_ends_ms: None,
+            last_failure: None,
+            consecutive_failures: 0,
+            answered_by: 1,
+            previous_names: vec!["OLD\x1bNAME,=1".into()],
+            state: "active".into(),
         };
+        let csv = clients_csv(std::slice::from_ref(&c));
+        assert_eq!(csv.lines().count(), 2, "{csv}");
+        assert!(!csv
+            .chars()
+            .any(|ch| ch != '\n' && ch != '\r' && kms_protocol::text::is_unsafe(ch)));
+        assert!(csv.contains("\"OLD\\u{1b}NAME,=1\""), "{csv}");
+        let details = client_details(std::slice::from_ref(&c));
+        assert!(
+            details.contains("Previous names:         OLD\\u{1b}NAME,=1"),
+            "{details}"
+        );
         let text = clients(&[c]);
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(!text

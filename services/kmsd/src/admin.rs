@@ -18,10 +18,11 @@ use crate::stats::Counters;
 use crate::watchdog::Health;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kms_state::ClientFilter;
+use kms_state::lifecycle::Lifecycle;
+use kms_state::{ClientFilter, LifecycleFilter};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -346,19 +347,46 @@ pub struct ClientQuery {
     pub since_ms: Option<u64>,
     /// Only this client machine id.
     pub cmid: Option<uuid::Uuid>,
-    /// Only machines of this name (ignoring ASCII case).
+    /// Only machines of this name now or before (ignoring ASCII case).
     pub machine: Option<String>,
+    /// Only machines in this lifecycle state (`active`, `overdue`, `expiring`, `expired`,
+    /// `failing`), read at this node's clock.
+    pub state: Option<String>,
 }
 
-async fn clients(State(s): State<AdminState>, Query(q): Query<ClientQuery>) -> impl IntoResponse {
+async fn clients(State(s): State<AdminState>, Query(q): Query<ClientQuery>) -> Response {
+    let policy = s.service.policy();
+    let now_ms = policy.state_time(crate::now_ms());
+    let lifecycle = match q.state.as_deref() {
+        None => None,
+        Some(word) => match Lifecycle::parse(word) {
+            Some(state) => Some(LifecycleFilter {
+                state,
+                now_ms,
+                policy: policy.lifecycle,
+            }),
+            None => {
+                let known: Vec<&str> = Lifecycle::ALL.iter().map(|l| l.label()).collect();
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown state {word:?}: expected one of {}\n",
+                        known.join(", ")
+                    ),
+                )
+                    .into_response();
+            }
+        },
+    };
     let filter = ClientFilter {
         count_group: q.group,
         product_group: q.product,
         seen_since_ms: q.since_ms,
         cmid: q.cmid,
         machine_name: q.machine,
+        lifecycle,
     };
-    Json(report::clients(&s.service, filter))
+    Json(report::clients(&s.service, filter, now_ms)).into_response()
 }
 
 #[cfg(test)]

@@ -68,6 +68,18 @@ pub struct Args {
     /// read at (e.g. 15552000 = 180 days ahead); the client clock check keeps the real clock.
     #[arg(long, env = "KMSD_CLOCK_OFFSET_SECS", allow_hyphen_values = true)]
     pub clock_offset_secs: Option<i64>,
+    /// Days a client record stays in the inventory after its last request (30..=3650).
+    #[arg(long, env = "KMSD_INVENTORY_RETENTION_DAYS")]
+    pub inventory_retention_days: Option<u32>,
+    /// A machine whose activation ends within this many days is `expiring`.
+    #[arg(long, env = "KMSD_EXPIRING_HORIZON_DAYS")]
+    pub expiring_horizon_days: Option<u32>,
+    /// Expiring machines of one count group that raise KmsClientsExpiring.
+    #[arg(long, env = "KMSD_ALERT_EXPIRING_MACHINES")]
+    pub alert_expiring_machines: Option<u32>,
+    /// Failing machines of one count group that raise KmsClientsFailing.
+    #[arg(long, env = "KMSD_ALERT_FAILING_MACHINES")]
+    pub alert_failing_machines: Option<u32>,
     /// Windows Server release the host claims in its ePIDs (2012r2, 2016, 2019, 2022, 2025).
     #[arg(long, env = "KMSD_HOST_OS")]
     pub host_os: Option<String>,
@@ -345,6 +357,10 @@ impl Args {
             max_clock_skew_minutes,
             lcid,
             clock_offset_secs,
+            inventory_retention_days,
+            expiring_horizon_days,
+            alert_expiring_machines,
+            alert_failing_machines,
             host_os,
             ndr64,
             btfn,

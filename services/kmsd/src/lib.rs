@@ -35,6 +35,7 @@ pub mod discovery;
 pub mod dns;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod lifecycle_metrics;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;
@@ -154,8 +155,19 @@ pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::Co
         lcid: cfg.lcid,
         host_os,
         clock_offset_ms: cfg.clock_offset_secs.saturating_mul(1000),
+        lifecycle: kms_state::lifecycle::LifecyclePolicy {
+            renewal_interval_ms: u64::from(cfg.renewal_interval) * 60_000,
+            renewal_slack_ms: kms_state::lifecycle::LifecyclePolicy::default().renewal_slack_ms,
+            expiring_horizon_ms: u64::from(cfg.expiring_horizon_days) * DAY_MS,
+        },
+        inventory_retention_ms: u64::from(cfg.inventory_retention_days) * DAY_MS,
+        alert_expiring_machines: cfg.alert_expiring_machines,
+        alert_failing_machines: cfg.alert_failing_machines,
     })
 }
+
+/// One day in milliseconds.
+const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Addresses a started daemon actually listens on (ports resolved).
 #[derive(Debug, Clone)]
@@ -439,6 +451,9 @@ pub async fn run_with(
             }
         })
     };
+    let lifecycle_task = metrics
+        .as_ref()
+        .map(|m| lifecycle_metrics::spawn(service.clone(), m.clone()));
     let discovery_task = kube_discovery.map(|settings| {
         tokio::spawn(discovery::run(
             node.clone(),
@@ -523,6 +538,9 @@ pub async fn run_with(
     }
     let _ = stop_tx.send(true);
     sweeper.abort();
+    if let Some(t) = &lifecycle_task {
+        t.abort();
+    }
     if let Some(r) = reloader {
         r.abort();
     }

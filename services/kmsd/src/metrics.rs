@@ -99,6 +99,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     duration: HistogramVec,
     scraped: Mutex<Scraped>,
+    lifecycle: crate::lifecycle_metrics::LifecycleMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,12 +231,14 @@ impl Metrics {
             raft_stale: reg(&r, prometheus::Gauge::new("kms_raft_stale_seconds", "Time this node has been without a quorum-backed leader.").expect("valid metric")),
             raft_outbox: gauge(&r, "kms_raft_outbox_commands", "Requests answered without quorum waiting to be replayed."),
         };
+        let lifecycle = crate::lifecycle_metrics::LifecycleMetrics::new(&r);
         Self {
             registry: r,
             requests,
             refused,
             duration,
             scraped: Mutex::new(scraped),
+            lifecycle,
         }
     }
 
@@ -264,7 +267,13 @@ impl Metrics {
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
+        out.push_str(&self.lifecycle.histogram_text());
         out
+    }
+
+    /// The activation-lifecycle families (set by `lifecycle_metrics::spawn`).
+    pub fn lifecycle(&self) -> &crate::lifecycle_metrics::LifecycleMetrics {
+        &self.lifecycle
     }
 
     /// The registry (tests).

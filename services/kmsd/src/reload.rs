@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Keys applied at runtime; every other key that differs needs a restart.
-pub const RELOADABLE: [&str; 17] = [
+pub const RELOADABLE: [&str; 21] = [
     "allow_cidrs",
     "limit_exempt_cidrs",
     "max_connections_per_ip",
@@ -31,6 +31,10 @@ pub const RELOADABLE: [&str; 17] = [
     "max_clock_skew_minutes",
     "lcid",
     "clock_offset_secs",
+    "inventory_retention_days",
+    "expiring_horizon_days",
+    "alert_expiring_machines",
+    "alert_failing_machines",
     "log_level",
 ];
 
@@ -104,6 +108,10 @@ pub fn apply(
     effective.max_clock_skew_minutes = new.max_clock_skew_minutes;
     effective.lcid = new.lcid;
     effective.clock_offset_secs = new.clock_offset_secs;
+    effective.inventory_retention_days = new.inventory_retention_days;
+    effective.expiring_horizon_days = new.expiring_horizon_days;
+    effective.alert_expiring_machines = new.alert_expiring_machines;
+    effective.alert_failing_machines = new.alert_failing_machines;
     effective.log_level = new.log_level.clone();
     effective.validate()?;
 

@@ -5,6 +5,7 @@ use crate::service::Service;
 use crate::stats::Counters;
 use kms_api::{ClientInfo, GroupStatus, RequestStats, StatusReport};
 use kms_protocol::LicenseState;
+use kms_state::lifecycle::{activation_ends_ms, failure_reason};
 use kms_state::{ClientFilter, Stats};
 use std::collections::BTreeMap;
 
@@ -111,8 +112,9 @@ fn serde_json_map(c: &crate::stats::CounterSnapshot) -> BTreeMap<String, u64> {
 }
 
 /// `GET /clients` with a filter.
-pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
+pub fn clients(service: &Service, filter: ClientFilter, now_ms: u64) -> Vec<ClientInfo> {
     let catalog = service.catalog();
+    let lifecycle = service.policy().lifecycle;
     let mut out = service.backend().read(|st| {
         st.clients(filter)
             .map(|r| ClientInfo {
@@ -129,12 +131,25 @@ pub fn clients(service: &Service, filter: ClientFilter) -> Vec<ClientInfo> {
                 first_seen_ms: r.first_seen_ms,
                 last_seen_ms: r.last_seen_ms,
                 requests: r.requests,
+                counted: r.counted,
+                last_request_ms: r.last_request_ms,
+                last_success_ms: r.last_success_ms,
+                activation_ends_ms: r.last_success_ms.map(activation_ends_ms),
+                last_failure: r.last_failure.map(|f| kms_api::ClientFailure {
+                    time_ms: f.time_ms,
+                    hresult: format!("0x{:08X}", f.hresult),
+                    reason: failure_reason(f.hresult).to_string(),
+                }),
+                consecutive_failures: r.consecutive_failures,
+                answered_by: r.answered_by,
+                previous_names: r.previous_names.iter().map(str::to_owned).collect(),
+                state: r.lifecycle(now_ms, &lifecycle).label().to_string(),
             })
             .collect::<Vec<_>>()
     });
     out.sort_by(|a, b| {
-        b.last_seen_ms
-            .cmp(&a.last_seen_ms)
+        b.last_request_ms
+            .cmp(&a.last_request_ms)
             .then(a.cmid.cmp(&b.cmid))
     });
     out

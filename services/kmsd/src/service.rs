@@ -19,9 +19,11 @@ use kms_protocol::kms::{BaseResponse, DecodedRequest, ResponseRandom};
 use kms_protocol::products::{Application, Catalog, Csvlk};
 use kms_protocol::time::{filetime_from_unix_ms, skew_ms};
 use kms_protocol::LicenseState;
+use kms_state::lifecycle::LifecyclePolicy;
 use kms_state::{Activation, Command, CommandResult, HostIdentity, HostState, Outcome};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
@@ -42,6 +44,14 @@ pub struct Policy {
     pub host_os: HostOs,
     /// Added to the real clock for the state's time (`clock_offset_secs`, tests only), ms.
     pub clock_offset_ms: i64,
+    /// How lifecycle states are read (renewal interval, slack, expiring horizon).
+    pub lifecycle: LifecyclePolicy,
+    /// Inventory retention this node proposes for the cluster (`inventory_retention_days`), ms.
+    pub inventory_retention_ms: u64,
+    /// Alert thresholds exported for the rules: expiring and failing machines per group.
+    pub alert_expiring_machines: u32,
+    /// See `alert_expiring_machines`.
+    pub alert_failing_machines: u32,
 }
 
 impl Policy {
@@ -87,6 +97,8 @@ pub struct Service {
     catalog: Arc<Catalog>,
     policy: RwLock<Arc<Policy>>,
     backend: Backend,
+    /// The inventory retention this node last made sure the cluster uses (0: not yet).
+    retention_synced: AtomicU64,
 }
 
 impl std::fmt::Debug for Service {
@@ -102,6 +114,7 @@ impl Service {
             catalog,
             policy: RwLock::new(Arc::new(policy)),
             backend,
+            retention_synced: AtomicU64::new(0),
         }
     }
 
@@ -157,6 +170,7 @@ impl Service {
 
         // The client clock check above keeps the real clock; the state's time may be offset.
         let state_ms = policy.state_time(now_ms);
+        self.sync_retention(&policy, state_ms).await;
         let activation = Activation {
             request_id: Uuid::new_v4(),
             time_ms: state_ms,
@@ -176,6 +190,7 @@ impl Service {
                 Some(hresult) => Outcome::Refused { hresult },
                 None => Outcome::Answered,
             },
+            answered_by: self.backend.node().node_id(),
         };
         let count_group = activation.count_group.clone();
         let result = self.backend.submit(Command::Activation(activation)).await?;
@@ -219,6 +234,33 @@ impl Service {
             },
             outcomes,
         ))
+    }
+
+    /// Makes sure the cluster prunes its inventory at this node's `inventory_retention_days`:
+    /// once per process and per change of the setting, it proposes the value when the
+    /// replicated one differs. A failure is logged and retried with the next request; the
+    /// activation goes on either way.
+    async fn sync_retention(&self, policy: &Policy, now_ms: u64) {
+        let want = policy.inventory_retention_ms;
+        if self.retention_synced.load(Ordering::Relaxed) == want {
+            return;
+        }
+        let have = self.backend.read(|s| s.config().inventory_retention_ms);
+        if have != want {
+            let cmd = Command::SetInventoryRetention {
+                retention_ms: want,
+                time_ms: now_ms,
+            };
+            if let Err(e) = self.backend.submit(cmd).await {
+                tracing::warn!(error = %e, "could not set the inventory retention; retrying with the next request");
+                return;
+            }
+            tracing::info!(
+                days = want / (24 * 3600 * 1000),
+                "inventory retention set for the cluster"
+            );
+        }
+        self.retention_synced.store(want, Ordering::Relaxed);
     }
 
     /// The ePID of a count group and the host identity it was made with: from the state, else

@@ -85,6 +85,7 @@ impl From<&Activation> for pb::Activation {
                 Outcome::Answered => PbOutcome::Answered(pb::Answered {}),
                 Outcome::Refused { hresult } => PbOutcome::Refused(pb::Refused { hresult }),
             }),
+            answered_by: a.answered_by,
         }
     }
 }
@@ -118,6 +119,7 @@ impl TryFrom<pb::Activation> for Activation {
                 PbOutcome::Answered(pb::Answered {}) => Outcome::Answered,
                 PbOutcome::Refused(pb::Refused { hresult }) => Outcome::Refused { hresult },
             },
+            answered_by: a.answered_by,
         })
     }
 }
@@ -151,6 +153,13 @@ impl From<&Command> for pb::Command {
                         .collect(),
                 })
             }
+            Command::SetInventoryRetention {
+                retention_ms,
+                time_ms,
+            } => Kind::SetInventoryRetention(pb::SetInventoryRetention {
+                retention_ms: *retention_ms,
+                time_ms: *time_ms,
+            }),
         };
         pb::Command { kind: Some(kind) }
     }
@@ -176,6 +185,10 @@ impl TryFrom<pb::Command> for Command {
                     .into_iter()
                     .map(|e| (e.count_group, e.epid))
                     .collect(),
+            },
+            Kind::SetInventoryRetention(r) => Command::SetInventoryRetention {
+                retention_ms: r.retention_ms,
+                time_ms: r.time_ms,
             },
         })
     }
@@ -220,6 +233,7 @@ impl From<&CommandResult> for pb::CommandResult {
             }),
             CommandResult::Epid(epid) => Kind::Epid(epid.clone()),
             CommandResult::HostIdentity(h) => Kind::HostIdentity(pb::HostIdentity::from(h)),
+            CommandResult::InventoryRetention(ms) => Kind::InventoryRetentionMs(*ms),
         };
         pb::CommandResult { kind: Some(kind) }
     }
@@ -237,6 +251,7 @@ impl TryFrom<pb::CommandResult> for CommandResult {
             }),
             Kind::Epid(epid) => CommandResult::Epid(epid),
             Kind::HostIdentity(h) => CommandResult::HostIdentity(h.try_into()?),
+            Kind::InventoryRetentionMs(ms) => CommandResult::InventoryRetention(ms),
         })
     }
 }

@@ -505,6 +505,7 @@ mod tests {
             grace_minutes: 43200,
             required_count: 25,
             protocol_major: 6,
+            answered_by: 1,
             outcome: if n % 7 == 3 {
                 Outcome::Refused {
                     hresult: 0xC004_F042,

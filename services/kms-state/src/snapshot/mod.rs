@@ -44,8 +44,13 @@ use pb::record::Kind;
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KMSSTATE";
 
-/// Layout version written after the magic; a reader accepts only its own.
-pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+/// Layout version written after the magic. A reader accepts its own and version 1 (before
+/// the inventory kept records beyond the count: every client of a version-1 file is counted,
+/// and its last request and last success are its last counted request).
+pub const SNAPSHOT_SCHEMA_VERSION: u32 = 2;
+
+/// The oldest layout a reader accepts.
+const OLDEST_SCHEMA_VERSION: u32 = 1;
 
 /// Longest record accepted (and written): far above any valid record, low enough that a corrupt
 /// length cannot make the reader allocate much.

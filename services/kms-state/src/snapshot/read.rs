@@ -9,14 +9,14 @@ use prost::Message;
 use uuid::Uuid;
 
 use super::{kind_name, pb, stats_from_pb, Kind, IO_BUFFER, MAX_RECORD_LEN};
-use super::{SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION};
+use super::{OLDEST_SCHEMA_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_SCHEMA_VERSION};
 use crate::compact::{intern, intern_profile, MachineName, Profile};
 use crate::dedup::DedupEntry;
 use crate::epid::EpidRecord;
 use crate::error::StateError;
 use crate::identity::HostIdentity;
 use crate::state::{HostState, StateConfig};
-use crate::window::{Client, ClientWindow};
+use crate::window::{Client, ClientWindow, NAME_HISTORY};
 
 impl HostState {
     /// Reads a state written by [`HostState::write_snapshot`], validating the header, every
@@ -34,13 +34,16 @@ impl HostState {
         let mut version = [0u8; 4];
         inp.exact(&mut version, "header")?;
         let version = u32::from_le_bytes(version);
-        if version != SNAPSHOT_SCHEMA_VERSION {
+        if !(OLDEST_SCHEMA_VERSION..=SNAPSHOT_SCHEMA_VERSION).contains(&version) {
             return Err(StateError::SchemaVersion {
                 found: version,
                 expected: SNAPSHOT_SCHEMA_VERSION,
             });
         }
-        let mut b = Builder::default();
+        let mut b = Builder {
+            version,
+            ..Builder::default()
+        };
         loop {
             let record = inp.records;
             let kind = inp.next()?;
@@ -89,16 +92,22 @@ fn shuffle<T>(items: &mut [T], seed: &mut u64) {
 /// The window whose clients are being read.
 struct OpenWindow {
     name: Arc<str>,
-    /// Clients still expected.
+    /// Clients still expected (counted and retired).
     left: u64,
-    /// CMID of the previous client (they come sorted).
+    /// Counted clients still expected (they come first).
+    counted_left: u64,
+    /// Still in the counted section (the CMID order restarts with the retired one).
+    counting: bool,
+    /// CMID of the previous client of the section (they come sorted).
     last: Option<Uuid>,
-    /// Clients read but not inserted yet.
-    pending: Vec<(Uuid, Client)>,
+    /// Clients read but not inserted yet, with whether they are counted.
+    pending: Vec<(Uuid, Client, bool)>,
 }
 
 /// Builds the state from records, checking their order and contents.
 struct Builder {
+    /// Schema version of the file.
+    version: u32,
     state: HostState,
     section: Option<Section>,
     profiles: Vec<Arc<Profile>>,
@@ -114,6 +123,7 @@ struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
+            version: SNAPSHOT_SCHEMA_VERSION,
             state: HostState::default(),
             section: None,
             profiles: Vec::new(),
@@ -208,8 +218,13 @@ impl Builder {
         match &kind {
             Kind::Config(c) => {
                 self.enter(record, &kind, Section::Config)?;
+                let default = StateConfig::default();
                 self.state.config = StateConfig {
                     dedup_retention_ms: c.dedup_retention_ms,
+                    inventory_retention_ms: match c.inventory_retention_ms {
+                        0 => default.inventory_retention_ms,
+                        ms => ms,
+                    },
                 };
             }
             Kind::GroupStats(s) => match &s.count_group {
@@ -261,7 +276,11 @@ impl Builder {
                         expected: "client",
                     });
                 }
-                if w.clients == 0 {
+                let left = w
+                    .clients
+                    .checked_add(w.retired)
+                    .ok_or_else(|| Self::invalid(record, "window", "client counts overflow"))?;
+                if left == 0 {
                     return Err(Self::invalid(record, "window", "a window holds no clients"));
                 }
                 self.next_group(record, "window", &w.count_group)?;
@@ -271,7 +290,9 @@ impl Builder {
                     .insert(name.clone(), ClientWindow::default());
                 self.window = Some(OpenWindow {
                     name,
-                    left: w.clients,
+                    left,
+                    counted_left: w.clients,
+                    counting: true,
                     last: None,
                     pending: Vec::new(),
                 });
@@ -328,6 +349,11 @@ impl Builder {
                     });
                 }
                 let cmid = uuid(&c.cmid, record, "client", "cmid is not 16 bytes")?;
+                let counted = window.counted_left > 0;
+                if !counted && window.counting {
+                    window.counting = false;
+                    window.last = None;
+                }
                 if window.last.is_some_and(|last| last >= cmid) {
                     return Err(Self::invalid(
                         record,
@@ -335,25 +361,64 @@ impl Builder {
                         "clients out of order or repeated",
                     ));
                 }
-                let first_seen_ms = c.last_seen_ms.checked_sub(c.age_ms).ok_or_else(|| {
-                    Self::invalid(record, "client", "age_ms exceeds last_seen_ms")
+                let v1 = self.version == 1;
+                let last_request_ms = if v1 {
+                    c.last_seen_ms
+                } else {
+                    c.last_request_ms
+                };
+                let first_seen_ms = last_request_ms.checked_sub(c.age_ms).ok_or_else(|| {
+                    Self::invalid(record, "client", "age_ms exceeds the last request")
                 })?;
                 let profile = usize::try_from(c.profile)
                     .ok()
                     .and_then(|i| self.profiles.get(i))
                     .ok_or_else(|| Self::invalid(record, "client", "unknown profile number"))?
                     .clone();
+                let consecutive_failures = u16::try_from(c.consecutive_failures).map_err(|_| {
+                    Self::invalid(record, "client", "consecutive_failures exceeds 65535")
+                })?;
+                if c.previous_names.len() > NAME_HISTORY {
+                    return Err(Self::invalid(
+                        record,
+                        "client",
+                        "more previous names than kept",
+                    ));
+                }
+                let previous_names = (!c.previous_names.is_empty()).then(|| {
+                    Box::new(
+                        c.previous_names
+                            .iter()
+                            .map(|n| MachineName::new(n))
+                            .collect::<Vec<_>>(),
+                    )
+                });
                 window.pending.push((
                     cmid,
                     Client {
                         first_seen_ms,
                         last_seen_ms: c.last_seen_ms,
+                        last_request_ms,
+                        last_success_ms: if v1 {
+                            c.last_seen_ms
+                        } else {
+                            c.last_success_ms
+                        },
+                        last_failure_ms: c.last_failure_ms,
+                        answered_by: c.answered_by,
                         profile,
                         machine_name: MachineName::new(&c.machine_name),
+                        previous_names,
                         grace_minutes: c.grace_minutes,
                         requests: c.requests,
+                        last_failure_hresult: c.last_failure_hresult,
+                        consecutive_failures,
                     },
+                    counted,
                 ));
+                if counted {
+                    window.counted_left -= 1;
+                }
                 window.left -= 1;
                 window.last = Some(cmid);
                 self.counts.clients += 1;
@@ -410,8 +475,8 @@ impl Builder {
         };
         shuffle(&mut open.pending, &mut self.seed);
         if let Some(window) = self.state.windows.get_mut(&*open.name) {
-            for (cmid, client) in open.pending.drain(..) {
-                window.insert(cmid, client);
+            for (cmid, client, counted) in open.pending.drain(..) {
+                window.insert(cmid, client, counted);
             }
         }
     }

@@ -26,6 +26,7 @@ impl HostState {
 
         out.record(Kind::Config(pb::Config {
             dedup_retention_ms: self.config.dedup_retention_ms,
+            inventory_retention_ms: self.config.inventory_retention_ms,
         }))?;
         out.record(Kind::GroupStats(stats_to_pb(None, &self.global)))?;
         end.group_stats += 1;
@@ -64,9 +65,10 @@ impl HostState {
             out.record(Kind::Window(pb::Window {
                 count_group: group.to_string(),
                 clients: window.len() as u64,
+                retired: window.retired_len() as u64,
             }))?;
             end.windows += 1;
-            for (cmid, c) in window.iter() {
+            for (cmid, c) in window.iter_counted().chain(window.iter_retired()) {
                 let profile = match by_ptr.get(&Arc::as_ptr(&c.profile)) {
                     Some(&id) => id,
                     None => {
@@ -91,9 +93,20 @@ impl HostState {
                     r.machine_name.push_str(c.machine_name.as_str());
                     r.profile = profile;
                     r.last_seen_ms = c.last_seen_ms;
-                    r.age_ms = c.last_seen_ms.saturating_sub(c.first_seen_ms);
+                    r.age_ms = c.last_request_ms.saturating_sub(c.first_seen_ms);
                     r.grace_minutes = c.grace_minutes;
                     r.requests = c.requests;
+                    r.last_request_ms = c.last_request_ms;
+                    r.last_success_ms = c.last_success_ms;
+                    r.last_failure_ms = c.last_failure_ms;
+                    r.last_failure_hresult = c.last_failure_hresult;
+                    r.consecutive_failures = u32::from(c.consecutive_failures);
+                    r.answered_by = c.answered_by;
+                    r.previous_names.clear();
+                    if let Some(names) = &c.previous_names {
+                        r.previous_names
+                            .extend(names.iter().map(|n| n.as_str().to_owned()));
+                    }
                 }
                 out.write(&client)?;
                 end.clients += 1;

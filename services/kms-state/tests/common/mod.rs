@@ -29,6 +29,7 @@ pub fn act(group: Option<&str>, cmid: u128, time_ms: u64) -> Activation {
         grace_minutes: 43_200,
         required_count: 25,
         protocol_major: 6,
+        answered_by: 1,
         outcome: Outcome::Answered,
     }
 }
@@ -36,6 +37,7 @@ pub fn act(group: Option<&str>, cmid: u128, time_ms: u64) -> Activation {
 /// Same as [`act`] but refused with `hresult`.
 pub fn refused(group: Option<&str>, cmid: u128, time_ms: u64, hresult: u32) -> Activation {
     Activation {
+        answered_by: 1,
         outcome: Outcome::Refused { hresult },
         ..act(group, cmid, time_ms)
     }

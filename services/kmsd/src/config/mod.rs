@@ -110,6 +110,21 @@ pub struct Config {
     /// and reads the counts and inventory at (so that 180 days pass in seconds). The client
     /// clock check keeps the real clock. Default 0; reloadable; at most 10 years either way.
     pub clock_offset_secs: i64,
+    /// Days a client record stays in the inventory (`kmsctl clients`) after its last request,
+    /// beyond the 30-day count window, so that machines that stopped renewing are still
+    /// listed when their activation ends (180 days). Replicated: the value of the node that
+    /// last proposed it applies cluster-wide, so set it alike on every node. Default 200;
+    /// 30..=3650; reloadable.
+    pub inventory_retention_days: u32,
+    /// A machine whose activation ends within this many days is `expiring`. Default 30;
+    /// 1..=179; reloadable.
+    pub expiring_horizon_days: u32,
+    /// Machines of one count group in the `expiring` state that raise `KmsClientsExpiring`
+    /// (exported as `kms_lifecycle_alert_threshold{state="expiring"}`). Default 1; reloadable.
+    pub alert_expiring_machines: u32,
+    /// Machines of one count group in the `failing` state that raise `KmsClientsFailing`.
+    /// Default 10; reloadable.
+    pub alert_failing_machines: u32,
     /// Which Windows Server release the host claims in every ePID (build and platform id):
     /// `2008`, `2008r2`, `2012`, `2012r2`, `2016`, `2019`, `2022`, `2025`. Used when the
     /// cluster's host identity is chosen (first request, or `kmsctl host-identity
@@ -287,6 +302,10 @@ impl Default for Config {
             max_clock_skew_minutes: 240,
             lcid: 1033,
             clock_offset_secs: 0,
+            inventory_retention_days: 200,
+            expiring_horizon_days: 30,
+            alert_expiring_machines: 1,
+            alert_failing_machines: 10,
             host_os: "2025".into(),
             ndr64: true,
             btfn: true,
@@ -510,6 +529,30 @@ impl Config {
         }
         if self.lcid == 0 || self.lcid > 0xffff {
             return invalid("lcid", "must be a Windows LCID (1..=65535)");
+        }
+        if !(30..=3650).contains(&self.inventory_retention_days) {
+            return invalid(
+                "inventory_retention_days",
+                "must be 30..=3650 days (at least the 30-day count window)",
+            );
+        }
+        if !(1..=179).contains(&self.expiring_horizon_days) {
+            return invalid(
+                "expiring_horizon_days",
+                "must be 1..=179 days (an activation lasts 180)",
+            );
+        }
+        if self.alert_expiring_machines == 0 {
+            return invalid(
+                "alert_expiring_machines",
+                "must be at least 1 (0 would alert with no machine expiring)",
+            );
+        }
+        if self.alert_failing_machines == 0 {
+            return invalid(
+                "alert_failing_machines",
+                "must be at least 1 (0 would alert with no machine failing)",
+            );
         }
         self.host_os()?;
         if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {

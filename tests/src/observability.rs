@@ -364,7 +364,7 @@ fn variable_refs_at(text: &str) -> Vec<(String, std::ops::Range<usize>)> {
                     continue;
                 }
             }
-        } else if text[i..].starts_with("[[") {
+        } else if bytes[i..].starts_with(b"[[") {
             if let Some(end) = text[i + 2..].find("]]") {
                 let inner = &text[i + 2..i + 2 + end];
                 let name = inner.split(':').next().unwrap_or("");
@@ -590,6 +590,8 @@ mod tests {
             variable_refs("$a ${b:csv} [[c]] $__range $ 5"),
             ["a", "b", "c", "__range"]
         );
+        // Text other than ASCII (panel names, descriptions) is scanned byte by byte.
+        assert_eq!(variable_refs("≤ 1 day — $a, 7–8 days [[b]]"), ["a", "b"]);
     }
 
     #[test]

@@ -253,6 +253,10 @@ fn dashboards_cover_the_slmgr_block_and_the_cluster() {
         "kms_raft_quorum_reachable",
         "kms_raft_stale_seconds",
         "process_resident_memory_bytes",
+        "kms_clients_lifecycle",
+        "kms_client_renewal_age_seconds_bucket",
+        "kms_lifecycle_alert_threshold",
+        "kms_lifecycle_expiring_horizon_seconds",
         "up{",
     ] {
         assert!(all.contains(metric), "no dashboard query uses {metric}");
@@ -343,6 +347,218 @@ fn every_expression_is_valid_promql() {
     check_promql(&queries);
 }
 
+/// The cluster-wide replicated lifecycle figures: every node exports the same value.
+const LIFECYCLE_METRICS: &[&str] = &[
+    "kms_clients_lifecycle",
+    "kms_client_renewal_age_seconds_bucket",
+    "kms_client_renewal_age_seconds_sum",
+    "kms_client_renewal_age_seconds_count",
+    "kms_lifecycle_alert_threshold",
+    "kms_lifecycle_expiring_horizon_seconds",
+];
+
+/// Whether every mention of `metric` in `expr` is the direct argument of a `max`
+/// aggregation (`max(metric...)`, `max by (...) (metric...)`, `max without (...) (...)`),
+/// i.e. taken over the nodes that all report the same replicated figure.
+fn only_under_max(expr: &str, metric: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut from = 0;
+    while let Some(at) = expr[from..].find(metric).map(|i| i + from) {
+        from = at + metric.len();
+        let before_ok = !expr[..at].ends_with(is_ident);
+        let after_ok = !expr[from..].starts_with(is_ident);
+        if !(before_ok && after_ok) {
+            continue;
+        }
+        let Some(rest) = expr[..at].trim_end().strip_suffix('(') else {
+            return false;
+        };
+        let mut rest = rest.trim_end();
+        if let Some(inner) = rest.strip_suffix(')') {
+            // A grouping clause: skip back to its `(` and the `by`/`without` before it.
+            let Some(open) = inner.rfind('(') else {
+                return false;
+            };
+            let clause = inner[..open].trim_end();
+            let Some(agg) = clause
+                .strip_suffix("by")
+                .or_else(|| clause.strip_suffix("without"))
+            else {
+                return false;
+            };
+            rest = agg.trim_end();
+        }
+        match rest.strip_suffix("max") {
+            Some(head) if !head.ends_with(is_ident) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn lifecycle_figures_are_taken_with_max_over_nodes() {
+    assert!(only_under_max(
+        "sum by (le) (max by (count_group, le) (kms_x_bucket{a=\"b\"}))",
+        "kms_x_bucket"
+    ));
+    assert!(only_under_max("max(kms_x) / 86400", "kms_x"));
+    assert!(only_under_max("max without (instance) (kms_x)", "kms_x"));
+    assert!(!only_under_max("sum by (job) (kms_x)", "kms_x"));
+    assert!(!only_under_max("kms_x > 0", "kms_x"));
+    assert!(!only_under_max("max(kms_y) + kms_x", "kms_x"));
+    assert!(!only_under_max("softmax(kms_x)", "kms_x"));
+
+    let mut queries = dashboard_queries();
+    queries.extend(rule_exprs());
+    queries.extend(grafana_alert_exprs());
+    let mut problems = Vec::new();
+    let mut used = BTreeSet::new();
+    for q in &queries {
+        for m in kms_metrics_in(&q.expr) {
+            if LIFECYCLE_METRICS.contains(&m.as_str()) {
+                used.insert(m.clone());
+                if !only_under_max(&q.expr, &m) {
+                    problems.push(format!(
+                        "{}: {m} is replicated (same on every node): take max over nodes first",
+                        q.source
+                    ));
+                }
+            }
+        }
+    }
+    for m in [
+        "kms_clients_lifecycle",
+        "kms_client_renewal_age_seconds_bucket",
+        "kms_lifecycle_alert_threshold",
+        "kms_lifecycle_expiring_horizon_seconds",
+    ] {
+        if !used.contains(m) {
+            problems.push(format!("no dashboard query or rule uses {m}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn overview_has_the_activation_lifecycle_row() {
+    let dashboards = dashboards();
+    let dash = &dashboards
+        .iter()
+        .find(|(f, _)| f == "kms-overview.json")
+        .expect("kms-overview.json")
+        .1;
+    let top: Vec<&Json> = dash
+        .get("panels")
+        .and_then(Json::as_array)
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    let row_at = top
+        .iter()
+        .position(|p| s(p, "type") == "row" && s(p, "title").starts_with("Activation lifecycle"))
+        .expect("a row \"Activation lifecycle\" in kms-overview.json");
+    // The last row, so its panels are the ones after it.
+    assert!(
+        top[row_at + 1..].iter().all(|p| s(p, "type") != "row"),
+        "the Activation lifecycle row must be the last one"
+    );
+    let y = |p: &Json| p.pointer("/gridPos/y").and_then(Json::as_u64).unwrap_or(0);
+    let bottom = |p: &Json| y(p) + p.pointer("/gridPos/h").and_then(Json::as_u64).unwrap_or(0);
+    let row_y = y(top[row_at]);
+    assert!(
+        top[..row_at].iter().all(|p| bottom(p) <= row_y),
+        "the Activation lifecycle row must sit below every other panel"
+    );
+    let exprs: Vec<String> = top[row_at + 1..]
+        .iter()
+        .flat_map(|p| panel_targets(p))
+        .map(|(_, e)| e)
+        .collect();
+    let all = exprs.join("\n");
+    for needle in [
+        "max by (count_group, state) (kms_clients_lifecycle",
+        "state=\"expiring\"",
+        "kms_lifecycle_alert_threshold{state=\"expiring\"}",
+        "state=\"failing\"",
+        "kms_lifecycle_alert_threshold{state=\"failing\"}",
+        "kms_client_renewal_age_seconds_bucket",
+        "kms_lifecycle_expiring_horizon_seconds",
+    ] {
+        assert!(
+            all.contains(needle),
+            "no query of the Activation lifecycle row has {needle}"
+        );
+    }
+    // Panels of the row do not overlap each other or the rest (same grid).
+    let mut cells = BTreeSet::new();
+    for p in &top {
+        let g = |k: &str| {
+            p.pointer(&format!("/gridPos/{k}"))
+                .and_then(Json::as_u64)
+                .unwrap_or(0)
+        };
+        for x in g("x")..g("x") + g("w") {
+            for yy in g("y")..g("y") + g("h") {
+                assert!(
+                    cells.insert((x, yy)),
+                    "panel {:?} overlaps another at ({x}, {yy})",
+                    s(p, "title")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lifecycle_alerts_read_their_thresholds_from_kmsd() {
+    // The thresholds are kmsd settings (alert_expiring_machines, alert_failing_machines)
+    // exported as kms_lifecycle_alert_threshold: no number is written into the rules.
+    for (name, state) in [
+        ("KmsClientsExpiring", "expiring"),
+        ("KmsClientsFailing", "failing"),
+    ] {
+        for (file, alerts) in [
+            ("kms-rules.yml", prometheus_alerts()),
+            ("kms-alerts.yaml", grafana_alerts()),
+        ] {
+            let a = alerts
+                .iter()
+                .find(|a| a.name == name)
+                .unwrap_or_else(|| panic!("{file}: no {name}"));
+            let expr = normalize(&a.expr);
+            for needle in [
+                format!("kms_clients_lifecycle{{state=\"{state}\"}}"),
+                format!("kms_lifecycle_alert_threshold{{state=\"{state}\"}}"),
+                ">= on (job) group_left".to_string(),
+            ] {
+                assert!(
+                    expr.contains(&needle),
+                    "{file}: {name}: no {needle} in {expr}"
+                );
+            }
+            assert!(
+                !expr.chars().any(|c| c.is_ascii_digit()),
+                "{file}: {name}: a number in {expr}; the threshold comes from kmsd"
+            );
+            assert_eq!(a.for_duration, "15m", "{file}: {name}");
+            assert_eq!(
+                a.labels.get("severity").map(String::as_str),
+                Some("warning"),
+                "{file}: {name}"
+            );
+            let description = a
+                .annotations
+                .get("description")
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                description.contains(&format!("kmsctl clients --state {state} --group")),
+                "{file}: {name}: the description must say how to list the machines"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------ (b) alerts
 
 #[test]
@@ -363,6 +579,8 @@ fn every_prometheus_alert_has_a_grafana_counterpart() {
             "KmsOutboxGrowing",
             "KmsAppliedIndexLagging",
             "KmsMembershipChangeStuck",
+            "KmsClientsExpiring",
+            "KmsClientsFailing",
         ]
     );
     let by_name: BTreeMap<&str, &Alert> = graf.iter().map(|a| (a.name.as_str(), a)).collect();

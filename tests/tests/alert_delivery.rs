@@ -5,10 +5,14 @@
 //! with its labels, summary and runbook link; restarting the two delivers the `resolved`
 //! one. A healthy cluster delivers neither `KmsQuorumLost` nor `KmsNoLeader`.
 //!
+//! Machines pushed into the expiring state (the cluster's clock moved 155 days ahead with
+//! `clock_offset_secs`, reloaded with SIGHUP) deliver a `firing` `KmsClientsExpiring` for
+//! their count group; renewing them delivers the `resolved` one.
+//!
 //! The rules are `prometheus/kms-rules.yml` copied into a temporary directory with the
-//! `for: 1m` and `for: 30s` durations (KmsNodeDown, KmsNoLeader, KmsQuorumLost) shortened
-//! to `for: 2s`, so the test takes seconds instead of minutes; expressions, labels and
-//! annotations are the real ones. Alertmanager's configuration is the test's own: one
+//! `for:` durations of the alerts under test (KmsNodeDown, KmsNoLeader, KmsQuorumLost;
+//! KmsClientsExpiring) shortened to `for: 2s`, so the test takes seconds instead of minutes;
+//! expressions, labels and annotations are the real ones. Alertmanager's configuration is the test's own: one
 //! webhook receiver, grouped by alertname/job/instance, `group_wait` and `group_interval`
 //! 1s, `send_resolved: true`.
 //!
@@ -31,23 +35,30 @@ const QUIET: Duration = Duration::from_secs(6);
 /// The alerts a lost quorum raises.
 const QUORUM_ALERTS: [&str; 2] = ["KmsQuorumLost", "KmsNoLeader"];
 
-/// Copies the project's rules into `dir` with the `for:` durations of a minute or 30
-/// seconds shortened to 2 seconds; returns the copy's path.
-fn shortened_rules(dir: &Path) -> PathBuf {
+/// Copies the project's rules into `dir` with the `for:` duration of each alert named in
+/// `alerts` shortened to 2 seconds; returns the copy's path.
+fn shortened_rules(dir: &Path, alerts: &[&str]) -> PathBuf {
     let rules = read_repo_file(RULES_FILE);
+    let mut current = String::new();
+    let mut shortened = Vec::new();
     let short = rules
         .lines()
-        .map(|l| match l.trim() {
-            "for: 1m" | "for: 30s" => l.replace(l.trim(), "for: 2s"),
-            _ => l.to_string(),
+        .map(|l| {
+            if let Some(name) = l.trim().strip_prefix("- alert: ") {
+                current = name.trim().to_string();
+            }
+            if l.trim().starts_with("for: ") && alerts.contains(&current.as_str()) {
+                shortened.push(current.clone());
+                l.replace(l.trim(), "for: 2s")
+            } else {
+                l.to_string()
+            }
         })
         .collect::<Vec<_>>()
         .join("\n");
     assert_eq!(
-        short.matches("for: 2s").count(),
-        3,
-        "{RULES_FILE}: expected KmsNodeDown, KmsNoLeader and KmsQuorumLost with `for: 1m` \
-         or `for: 30s`"
+        shortened, alerts,
+        "{RULES_FILE}: expected each of these alerts once, with a `for:`"
     );
     let path = dir.join("kms-rules.yml");
     std::fs::write(&path, short).expect("write rules");
@@ -99,7 +110,7 @@ fn wait_alertmanager_known(prom: &Prometheus, n: usize) {
 #[test]
 fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = shortened_rules(dir.path());
+    let rules = shortened_rules(dir.path(), &["KmsNodeDown", "KmsNoLeader", "KmsQuorumLost"]);
     let webhook = Webhook::start();
     let am = Alertmanager::start(&alertmanager_config(&webhook.url));
     let mut cluster = LocalCluster::start(3, &[]);
@@ -213,6 +224,125 @@ fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
     }
     eprintln!(
         "alert_delivery: {} notifications; fired and resolved for {instance}: {fired:?}",
+        webhook.received().len()
+    );
+}
+
+/// Moves every node's clock to `secs` ahead (config file + SIGHUP) and waits until each
+/// reports it.
+fn set_offset(cluster: &LocalCluster, file: &Path, secs: i64) {
+    std::fs::write(file, format!("clock_offset_secs = {secs}\n")).expect("config");
+    for n in &cluster.nodes {
+        n.signal("HUP");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in &cluster.nodes {
+        while n.status()["clock_offset_secs"] != secs {
+            assert!(Instant::now() < deadline, "{}: offset not applied", n.admin);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// True when `body` is a `status` notification carrying `KmsClientsExpiring` for the
+/// windows count group.
+fn expiring_windows(body: &Json, status: &str) -> bool {
+    body["status"] == status
+        && alerts(body).iter().any(|a| {
+            a["labels"]["alertname"] == "KmsClientsExpiring"
+                && a["labels"]["count_group"] == "windows"
+        })
+}
+
+#[test]
+fn expiring_machines_and_their_renewal_are_delivered_to_the_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = shortened_rules(dir.path(), &["KmsClientsExpiring"]);
+    let file = dir.path().join("kmsd.toml");
+    std::fs::write(&file, "clock_offset_secs = 0\n").unwrap();
+    let cfg = file.display().to_string();
+    let webhook = Webhook::start();
+    let am = Alertmanager::start(&alertmanager_config(&webhook.url));
+    let cluster = LocalCluster::start(3, &["--config", &cfg]);
+    let targets: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.admin.trim_start_matches("http://").to_string())
+        .collect();
+    let prom = Prometheus::start_with(
+        &targets,
+        Options {
+            rules: Some(rules),
+            alertmanager: Some(am.addr.clone()),
+        },
+    );
+    prom.wait_targets_up(3, Duration::from_secs(20));
+    wait_alertmanager_known(&prom, 1);
+
+    // Three lab machines activate, one through each node.
+    let cmids: Vec<String> = (1..=3)
+        .map(|i| format!("0e0e0e0e-0000-4000-8000-00000000000{i}"))
+        .collect();
+    for (i, cmid) in cmids.iter().enumerate() {
+        let (v, code) = cluster.nodes[i].activate(&["--cmid", cmid, "--required-count", "1"]);
+        assert_eq!(code, 0, "{v}");
+    }
+    // Freshly activated: nothing expires.
+    std::thread::sleep(QUIET);
+    assert!(
+        !webhook
+            .received()
+            .iter()
+            .any(|b| expiring_windows(b, "firing")),
+        "fresh activations notified as expiring"
+    );
+
+    // 155 days later they never renewed: their activations end within the 30-day horizon.
+    set_offset(&cluster, &file, 155 * 24 * 3600);
+    let firing = webhook.wait_for("firing KmsClientsExpiring notification", DELIVERY, |b| {
+        expiring_windows(b, "firing")
+    });
+    let alert = alerts(&firing)
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "KmsClientsExpiring")
+        .expect("the alert");
+    assert_eq!(alert["labels"]["severity"], "warning", "{alert:#}");
+    assert_eq!(alert["labels"]["job"], "kms", "{alert:#}");
+    let summary = alert["annotations"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("windows"), "summary {summary:?}");
+    let description = alert["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description.contains("kmsctl clients --state expiring"),
+        "description {description:?}"
+    );
+    let runbook = alert["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        runbook.ends_with("runbook.md#kmsclientsexpiring"),
+        "runbook_url {runbook:?}"
+    );
+    assert!(
+        runbook_anchors().contains("kmsclientsexpiring"),
+        "docs/runbook.md has no KmsClientsExpiring section"
+    );
+
+    // The machines renew (at the moved clock): nothing expires any more, and the alert
+    // resolves.
+    for (i, cmid) in cmids.iter().enumerate() {
+        let (v, code) = cluster.nodes[i].activate(&["--cmid", cmid, "--required-count", "1"]);
+        assert_eq!(code, 0, "{v}");
+    }
+    let resolved = webhook.wait_for("resolved KmsClientsExpiring notification", DELIVERY, |b| {
+        expiring_windows(b, "resolved")
+    });
+    for a in alerts(&resolved) {
+        assert_eq!(a["status"], "resolved", "{resolved:#}");
+    }
+    eprintln!(
+        "alert_delivery: {} notifications, KmsClientsExpiring fired and resolved",
         webhook.received().len()
     );
 }

@@ -160,7 +160,7 @@ pub struct ClientInfo {
     pub last_seen_ms: u64,
     /// Requests seen.
     pub requests: u64,
-    /// In the count (answered within 30 days) as of the last pruning.
+    /// In the count: answered within the 30 days before the answering node's clock.
     #[serde(default)]
     pub counted: bool,
     /// Last request of any outcome (Unix ms).

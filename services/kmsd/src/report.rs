@@ -131,7 +131,7 @@ pub fn clients(service: &Service, filter: ClientFilter, now_ms: u64) -> Vec<Clie
                 first_seen_ms: r.first_seen_ms,
                 last_seen_ms: r.last_seen_ms,
                 requests: r.requests,
-                counted: r.counted,
+                counted: r.is_active_at(now_ms),
                 last_request_ms: r.last_request_ms,
                 last_success_ms: r.last_success_ms,
                 activation_ends_ms: r.last_success_ms.map(activation_ends_ms),

@@ -128,6 +128,23 @@ impl LocalCluster {
         }
     }
 
+    /// Moves every node's test clock: writes `clock_offset_secs = secs` into `config` (the
+    /// file every node was started with `--config`), sends SIGHUP to each node, and waits
+    /// until each reports the offset in `/status`.
+    pub fn set_clock_offset(&self, config: &std::path::Path, secs: i64) {
+        std::fs::write(config, format!("clock_offset_secs = {secs}\n")).expect("config");
+        for n in &self.nodes {
+            n.signal("HUP");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in &self.nodes {
+            while n.status()["clock_offset_secs"] != secs {
+                assert!(Instant::now() < deadline, "{}: offset not applied", n.admin);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Waits until every running node reports the same applied index, the same request
     /// statistics and the same groups; returns their statuses.
     pub fn wait_converged(&mut self, timeout: Duration) -> Vec<serde_json::Value> {

@@ -107,13 +107,10 @@ fn wait_alertmanager_known(prom: &Prometheus, n: usize) {
     }
 }
 
-#[test]
-fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = shortened_rules(dir.path(), &["KmsNodeDown", "KmsNoLeader", "KmsQuorumLost"]);
-    let webhook = Webhook::start();
-    let am = Alertmanager::start(&alertmanager_config(&webhook.url));
-    let mut cluster = LocalCluster::start(3, &[]);
+/// Starts Debian's Prometheus scraping every node of `cluster` with `rules`, sending to
+/// `am`; waits until it scrapes all of them and knows the Alertmanager. Returns it and the
+/// scrape targets (the `instance` labels).
+fn watch(cluster: &LocalCluster, rules: PathBuf, am: &Alertmanager) -> (Prometheus, Vec<String>) {
     let targets: Vec<String> = cluster
         .nodes
         .iter()
@@ -126,8 +123,19 @@ fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
             alertmanager: Some(am.addr.clone()),
         },
     );
-    prom.wait_targets_up(3, Duration::from_secs(20));
+    prom.wait_targets_up(cluster.nodes.len(), Duration::from_secs(20));
     wait_alertmanager_known(&prom, 1);
+    (prom, targets)
+}
+
+#[test]
+fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = shortened_rules(dir.path(), &["KmsNodeDown", "KmsNoLeader", "KmsQuorumLost"]);
+    let webhook = Webhook::start();
+    let am = Alertmanager::start(&alertmanager_config(&webhook.url));
+    let mut cluster = LocalCluster::start(3, &[]);
+    let (prom, targets) = watch(&cluster, rules, &am);
 
     // Healthy: the quorum alerts are neither pending in Prometheus nor delivered.
     std::thread::sleep(QUIET);
@@ -228,22 +236,6 @@ fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
     );
 }
 
-/// Moves every node's clock to `secs` ahead (config file + SIGHUP) and waits until each
-/// reports it.
-fn set_offset(cluster: &LocalCluster, file: &Path, secs: i64) {
-    std::fs::write(file, format!("clock_offset_secs = {secs}\n")).expect("config");
-    for n in &cluster.nodes {
-        n.signal("HUP");
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for n in &cluster.nodes {
-        while n.status()["clock_offset_secs"] != secs {
-            assert!(Instant::now() < deadline, "{}: offset not applied", n.admin);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// True when `body` is a `status` notification carrying `KmsClientsExpiring` for the
 /// windows count group.
 fn expiring_windows(body: &Json, status: &str) -> bool {
@@ -264,20 +256,7 @@ fn expiring_machines_and_their_renewal_are_delivered_to_the_webhook() {
     let webhook = Webhook::start();
     let am = Alertmanager::start(&alertmanager_config(&webhook.url));
     let cluster = LocalCluster::start(3, &["--config", &cfg]);
-    let targets: Vec<String> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.admin.trim_start_matches("http://").to_string())
-        .collect();
-    let prom = Prometheus::start_with(
-        &targets,
-        Options {
-            rules: Some(rules),
-            alertmanager: Some(am.addr.clone()),
-        },
-    );
-    prom.wait_targets_up(3, Duration::from_secs(20));
-    wait_alertmanager_known(&prom, 1);
+    let (_prom, _targets) = watch(&cluster, rules, &am);
 
     // Three lab machines activate, one through each node.
     let cmids: Vec<String> = (1..=3)
@@ -298,7 +277,7 @@ fn expiring_machines_and_their_renewal_are_delivered_to_the_webhook() {
     );
 
     // 155 days later they never renewed: their activations end within the 30-day horizon.
-    set_offset(&cluster, &file, 155 * 24 * 3600);
+    cluster.set_clock_offset(&file, 155 * 24 * 3600);
     let firing = webhook.wait_for("firing KmsClientsExpiring notification", DELIVERY, |b| {
         expiring_windows(b, "firing")
     });

@@ -16,7 +16,6 @@
 use kms_tests::cluster::LocalCluster;
 use kms_tests::harness::{http_get, kmsctl_ok, Kmsd};
 use serde_json::Value as Json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const DAY: i64 = 24 * 3600;
@@ -60,22 +59,6 @@ fn on_every_node(c: &LocalCluster, cmid: &str, what: &str, check: impl Fn(Option
 
 fn state_is(state: &'static str) -> impl Fn(Option<&Json>) -> bool {
     move |e| e.is_some_and(|e| e["state"] == state)
-}
-
-/// Writes the offset into the shared config file, sends SIGHUP to every node and waits
-/// until each reports it.
-fn set_offset(c: &LocalCluster, file: &Path, secs: i64) {
-    std::fs::write(file, format!("clock_offset_secs = {secs}\n")).expect("config");
-    for n in &c.nodes {
-        n.signal("HUP");
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for n in &c.nodes {
-        while n.status()["clock_offset_secs"] != secs {
-            assert!(Instant::now() < deadline, "{}: offset not applied", n.admin);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// `kmsctl activate` through node `i`; returns the JSON line and the exit code.
@@ -239,7 +222,7 @@ fn machines_move_through_the_lifecycle_on_every_node() {
     );
 
     // 10 days on: A missed a renewal (7 days + 1 day slack).
-    set_offset(&c, &file, 10 * DAY);
+    c.set_clock_offset(&file, 10 * DAY);
     on_every_node(&c, PC_A, "overdue", state_is("overdue"));
     let overdue: Vec<Json> =
         serde_json::from_str(&kmsctl_clients(&c, 0, &["--state", "overdue", "--json"])).unwrap();
@@ -248,7 +231,7 @@ fn machines_move_through_the_lifecycle_on_every_node() {
 
     // 155 days on: its activation ends within the 30-day horizon. It left the 30-day count
     // long ago but is still listed.
-    set_offset(&c, &file, 155 * DAY);
+    c.set_clock_offset(&file, 155 * DAY);
     on_every_node(&c, PC_A, "expiring and out of the count", |e| {
         e.is_some_and(|e| e["state"] == "expiring" && e["counted"] == false)
     });
@@ -264,12 +247,12 @@ fn machines_move_through_the_lifecycle_on_every_node() {
     );
 
     // 181 days on: expired.
-    set_offset(&c, &file, 181 * DAY);
+    c.set_clock_offset(&file, 181 * DAY);
     on_every_node(&c, PC_A, "expired", state_is("expired"));
 
     // 201 days on: past the 200-day retention. Pruning happens when the next request is
     // applied: a new machine arrives, and A, B and C leave the inventory on every node.
-    set_offset(&c, &file, 201 * DAY);
+    c.set_clock_offset(&file, 201 * DAY);
     let (v, code) = activate(&c, 0, &["--required-count", "1"]);
     assert_eq!(code, 0, "{v}");
     for cmid in [PC_A, PC_B, PC_C] {

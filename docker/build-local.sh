@@ -13,7 +13,8 @@
 #     that tag already exists (a real one, or one made earlier by this script);
 #  2. `kmsd` and `kmsctl` are built on the host (`cargo build --release`) instead of in the
 #     Dockerfile's `build` stage (its Rust image cannot be pulled either), copied to
-#     target/docker-prebuilt/, and the Dockerfile is built up to its `runtime-prebuilt`
+#     target/docker-prebuilt/ in the repository (also when CARGO_TARGET_DIR points
+#     elsewhere: that directory is the one the build context holds), and the Dockerfile is built up to its `runtime-prebuilt`
 #     target: the same runtime stage as the default target, taking those binaries. The
 #     classic builder builds every stage up to the target, so that target comes before the
 #     Rust stage in the Dockerfile and uses only the base image.
@@ -118,7 +119,9 @@ base_id="$(docker image inspect --format '{{ .Id }}' "$BASE_IMAGE")"
 # ---- 2. host-built binaries -------------------------------------------------------------
 
 "$CARGO" build --release -q -p kmsd -p kmsctl
-prebuilt="$target_dir/docker-prebuilt"
+# Inside the build context, wherever cargo's target directory is: the Dockerfile copies
+# target/docker-prebuilt/ (and .dockerignore lets only those two files through).
+prebuilt="$root_dir/target/docker-prebuilt"
 mkdir -p "$prebuilt"
 for b in kmsd kmsctl; do
     if ! cmp -s "$target_dir/release/$b" "$prebuilt/$b"; then

@@ -354,24 +354,118 @@ impl ClientFilter {
     }
 }
 
-/// The inventory of one count group: counted clients with their expiry index, and retired
-/// ones with their retention index.
-///
-/// Invariants: a CMID is in at most one of `counted` and `retired`; `by_last_seen` holds
-/// exactly `(c.last_seen_ms, cmid)` for every `(cmid, c)` of `counted`, and `by_last_request`
-/// exactly `(c.last_request_ms, cmid)` for every `(cmid, c)` of `retired`; so equality only
-/// compares the two maps.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ClientWindow {
-    counted: OrdMap<Uuid, Client>,
-    by_last_seen: OrdSet<(u64, Uuid)>,
-    retired: OrdMap<Uuid, Client>,
-    by_last_request: OrdSet<(u64, Uuid)>,
+/// Client records by CMID with an index ordered by one of their times, kept in step: the
+/// index holds exactly `(time(c), cmid)` for every `(cmid, c)` of the map, so equality only
+/// compares the maps.
+#[derive(Debug, Clone)]
+struct TimedMap {
+    records: OrdMap<Uuid, Client>,
+    by_time: OrdSet<(u64, Uuid)>,
+    /// The time the index is ordered by.
+    time: fn(&Client) -> u64,
 }
 
-impl PartialEq for ClientWindow {
+impl PartialEq for TimedMap {
     fn eq(&self, other: &Self) -> bool {
-        self.counted == other.counted && self.retired == other.retired
+        self.records == other.records
+    }
+}
+
+impl TimedMap {
+    fn new(time: fn(&Client) -> u64) -> Self {
+        TimedMap {
+            records: OrdMap::new(),
+            by_time: OrdSet::new(),
+            time,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn get(&self, cmid: &Uuid) -> Option<&Client> {
+        self.records.get(cmid)
+    }
+
+    /// Inserts or replaces the record of `cmid`; returns the one replaced.
+    fn insert(&mut self, cmid: Uuid, client: Client) -> Option<Client> {
+        let key = (self.time)(&client);
+        let replaced = self.records.insert(cmid, client);
+        if let Some(old) = &replaced {
+            self.by_time.remove(&((self.time)(old), cmid));
+        }
+        self.by_time.insert((key, cmid));
+        replaced
+    }
+
+    /// Changes the record of `cmid` in place, moving its index entry when its time changed;
+    /// false when there is none.
+    fn update(&mut self, cmid: &Uuid, change: impl FnOnce(&mut Client)) -> bool {
+        let Some(rec) = self.records.get_mut(cmid) else {
+            return false;
+        };
+        let old = (self.time)(rec);
+        change(rec);
+        let new = (self.time)(rec);
+        if new != old {
+            self.by_time.remove(&(old, *cmid));
+            self.by_time.insert((new, *cmid));
+        }
+        true
+    }
+
+    fn remove(&mut self, cmid: &Uuid) -> Option<Client> {
+        let rec = self.records.remove(cmid)?;
+        self.by_time.remove(&((self.time)(&rec), *cmid));
+        Some(rec)
+    }
+
+    /// Removes and returns the record with the oldest time when that time is at most
+    /// `cutoff`.
+    fn pop_until(&mut self, cutoff: u64) -> Option<(Uuid, Client)> {
+        let &(time, cmid) = self.by_time.get_min()?;
+        if time > cutoff {
+            return None;
+        }
+        self.by_time.remove_min();
+        self.records.remove(&cmid).map(|rec| (cmid, rec))
+    }
+
+    /// Records whose time is at most `cutoff`, without removing them.
+    fn count_until(&self, cutoff: u64) -> usize {
+        // Strictly below (cutoff + 1, nil).
+        self.by_time
+            .range(..(cutoff.saturating_add(1), Uuid::nil()))
+            .count()
+    }
+
+    #[cfg(test)]
+    fn index_consistent(&self) -> bool {
+        self.by_time.len() == self.records.len()
+            && self
+                .by_time
+                .iter()
+                .all(|(t, id)| self.records.get(id).is_some_and(|r| (self.time)(r) == *t))
+    }
+}
+
+/// The inventory of one count group: counted clients indexed by last counted request (for
+/// the count), and retired ones indexed by last request (for the retention).
+///
+/// Invariant: a CMID is in at most one of `counted` and `retired`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ClientWindow {
+    counted: TimedMap,
+    retired: TimedMap,
+}
+
+impl Default for ClientWindow {
+    fn default() -> Self {
+        ClientWindow {
+            counted: TimedMap::new(|c| c.last_seen_ms),
+            retired: TimedMap::new(|c| c.last_request_ms),
+        }
     }
 }
 
@@ -394,7 +488,7 @@ impl ClientWindow {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.counted.is_empty() && self.retired.is_empty()
+        self.inventory_len() == 0
     }
 
     /// A record and whether it is counted.
@@ -407,42 +501,30 @@ impl ClientWindow {
 
     /// Counted clients by CMID (the snapshot order of the first section).
     pub(crate) fn iter_counted(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
-        self.counted.iter()
+        self.counted.records.iter()
     }
 
     /// Retired clients by CMID (the snapshot order of the second section).
     pub(crate) fn iter_retired(&self) -> impl Iterator<Item = (&Uuid, &Client)> {
-        self.retired.iter()
+        self.retired.records.iter()
     }
 
     /// Every record with whether it is counted: counted ones by CMID, then retired ones.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Client, bool)> {
-        self.counted
-            .iter()
+        self.iter_counted()
             .map(|(k, c)| (k, c, true))
-            .chain(self.retired.iter().map(|(k, c)| (k, c, false)))
+            .chain(self.iter_retired().map(|(k, c)| (k, c, false)))
     }
 
     /// Inserts a whole record (reading a snapshot) into the counted or the retired map;
     /// returns false when it replaced a record of the same CMID in that map.
     pub(crate) fn insert(&mut self, cmid: Uuid, client: Client, counted: bool) -> bool {
-        if counted {
-            let key = client.last_seen_ms;
-            let replaced = self.counted.insert(cmid, client);
-            if let Some(old) = &replaced {
-                self.by_last_seen.remove(&(old.last_seen_ms, cmid));
-            }
-            self.by_last_seen.insert((key, cmid));
-            replaced.is_none()
+        let map = if counted {
+            &mut self.counted
         } else {
-            let key = client.last_request_ms;
-            let replaced = self.retired.insert(cmid, client);
-            if let Some(old) = &replaced {
-                self.by_last_request.remove(&(old.last_request_ms, cmid));
-            }
-            self.by_last_request.insert((key, cmid));
-            replaced.is_none()
-        }
+            &mut self.retired
+        };
+        map.insert(cmid, client).is_none()
     }
 
     /// Records a request of `a.cmid` and returns the count after it. An answered request
@@ -452,21 +534,11 @@ impl ClientWindow {
     pub(crate) fn record(&mut self, a: &Activation, refused: Option<u32>) -> usize {
         if let Some(hresult) = refused {
             let verdict = Verdict::Refused(hresult);
-            if let Some(rec) = self.counted.get_mut(&a.cmid) {
-                // last_seen_ms does not change for a refusal, so the index stays.
-                rec.observe(a, verdict);
-            } else if let Some(rec) = self.retired.get_mut(&a.cmid) {
-                let old = rec.last_request_ms;
-                rec.observe(a, verdict);
-                let new = rec.last_request_ms;
-                if new != old {
-                    self.by_last_request.remove(&(old, a.cmid));
-                    self.by_last_request.insert((new, a.cmid));
-                }
-            } else {
-                let rec = Client::new(a, verdict);
-                self.by_last_request.insert((rec.last_request_ms, a.cmid));
-                self.retired.insert(a.cmid, rec);
+            // A refusal never changes last_seen_ms, so a counted record keeps its place.
+            if !self.counted.update(&a.cmid, |rec| rec.observe(a, verdict))
+                && !self.retired.update(&a.cmid, |rec| rec.observe(a, verdict))
+            {
+                self.retired.insert(a.cmid, Client::new(a, verdict));
             }
             return self.counted.len();
         }
@@ -478,26 +550,20 @@ impl ClientWindow {
             }
         };
         let count = self.counted.len();
-        if let Some(rec) = self.counted.get_mut(&a.cmid) {
-            let old_last = rec.last_seen_ms;
-            rec.observe(a, verdict_for(count));
-            let new_last = rec.last_seen_ms;
-            if new_last != old_last {
-                self.by_last_seen.remove(&(old_last, a.cmid));
-                self.by_last_seen.insert((new_last, a.cmid));
-            }
+        if self
+            .counted
+            .update(&a.cmid, |rec| rec.observe(a, verdict_for(count)))
+        {
             return count;
         }
         let count = count + 1;
         let rec = match self.retired.remove(&a.cmid) {
             Some(mut rec) => {
-                self.by_last_request.remove(&(rec.last_request_ms, a.cmid));
                 rec.observe(a, verdict_for(count));
                 rec
             }
             None => Client::new(a, verdict_for(count)),
         };
-        self.by_last_seen.insert((rec.last_seen_ms, a.cmid));
         self.counted.insert(a.cmid, rec);
         count
     }
@@ -508,26 +574,14 @@ impl ClientWindow {
     pub(crate) fn prune(&mut self, now_ms: u64, retention_ms: u64) -> (usize, usize) {
         let mut uncounted = 0;
         if let Some(cutoff) = now_ms.checked_sub(CLIENT_WINDOW_MS) {
-            while let Some(&(last_seen, cmid)) = self.by_last_seen.get_min() {
-                if last_seen > cutoff {
-                    break;
-                }
-                self.by_last_seen.remove_min();
-                if let Some(rec) = self.counted.remove(&cmid) {
-                    self.by_last_request.insert((rec.last_request_ms, cmid));
-                    self.retired.insert(cmid, rec);
-                }
+            while let Some((cmid, rec)) = self.counted.pop_until(cutoff) {
+                self.retired.insert(cmid, rec);
                 uncounted += 1;
             }
         }
         let mut dropped = 0;
         if let Some(cutoff) = now_ms.checked_sub(retention_ms) {
-            while let Some(&(last_request, cmid)) = self.by_last_request.get_min() {
-                if last_request > cutoff {
-                    break;
-                }
-                self.by_last_request.remove_min();
-                self.retired.remove(&cmid);
+            while self.retired.pop_until(cutoff).is_some() {
                 dropped += 1;
             }
         }
@@ -536,28 +590,21 @@ impl ClientWindow {
 
     /// Clients that count at `now_ms`, without pruning.
     pub(crate) fn active_at(&self, now_ms: u64) -> usize {
-        let Some(cutoff) = now_ms.checked_sub(CLIENT_WINDOW_MS) else {
-            return self.len();
-        };
-        // Expired: last_seen <= cutoff, i.e. strictly below (cutoff + 1, nil).
-        let expired = self.by_last_seen.range(..(cutoff + 1, Uuid::nil())).count();
-        self.len() - expired
+        match now_ms.checked_sub(CLIENT_WINDOW_MS) {
+            Some(cutoff) => self.len() - self.counted.count_until(cutoff),
+            None => self.len(),
+        }
     }
 
     #[cfg(test)]
     fn index_consistent(&self) -> bool {
-        self.by_last_seen.len() == self.counted.len()
+        self.counted.index_consistent()
+            && self.retired.index_consistent()
             && self
-                .by_last_seen
-                .iter()
-                .all(|(t, id)| self.counted.get(id).is_some_and(|r| r.last_seen_ms == *t))
-            && self.by_last_request.len() == self.retired.len()
-            && self.by_last_request.iter().all(|(t, id)| {
-                self.retired
-                    .get(id)
-                    .is_some_and(|r| r.last_request_ms == *t)
-            })
-            && self.counted.keys().all(|k| !self.retired.contains_key(k))
+                .counted
+                .records
+                .keys()
+                .all(|k| !self.retired.records.contains_key(k))
     }
 }
 

@@ -247,6 +247,44 @@ fn record_level_errors_are_typed() {
     ));
 }
 
+/// A client listed in both the counted and the retired section of its window (a file whose
+/// checksum is right, as a buggy writer would make it) is refused.
+#[test]
+fn a_client_both_counted_and_retired_is_refused() {
+    let client = concat!(
+        "30322e0a10000000000000000000000000000000c1120370633120882730073801",
+        "408827508827",
+        "58b8e093800c60016801",
+    );
+    let mut body = TINY_GOLDEN[..TINY_GOLDEN.len() - 8]
+        .replacen(
+            "0d220b0a0777696e646f77731001",
+            "0f220d0a0777696e646f777310011801", // Window "windows", 1 counted, 1 retired
+            1,
+        )
+        .replacen(client, &format!("{client}{client}"), 1)
+        .replacen(
+            "107a0e0808100218012001280130013801",
+            "107a0e0809100218012001280130023801", // End: 9 records, 2 clients
+            1,
+        );
+    assert_eq!(body.matches(client).count(), 2, "the golden layout changed");
+    let crc = crc32fast::hash(&hex::decode(&body).unwrap());
+    body.push_str(&hex::encode(crc.to_le_bytes()));
+    let err = read(&hex::decode(&body).unwrap()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::InvalidRecord {
+                kind: "client",
+                reason: "a client both counted and retired",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 fn prost_len(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

@@ -334,6 +334,15 @@ impl Builder {
             }
             Kind::Client(c) => {
                 self.enter(record, &kind, Section::Windows)?;
+                // The first retired client: insert the counted ones first, so that a CMID
+                // listed in both sections is found below.
+                if self
+                    .window
+                    .as_ref()
+                    .is_some_and(|w| w.counting && w.counted_left == 0 && w.left > 0)
+                {
+                    self.flush_clients();
+                }
                 let Some(window) = &mut self.window else {
                     return Err(StateError::UnexpectedRecord {
                         record,
@@ -359,6 +368,19 @@ impl Builder {
                         record,
                         "client",
                         "clients out of order or repeated",
+                    ));
+                }
+                if !counted
+                    && self
+                        .state
+                        .windows
+                        .get(&*window.name)
+                        .is_some_and(|w| w.get(&cmid).is_some())
+                {
+                    return Err(Self::invalid(
+                        record,
+                        "client",
+                        "a client both counted and retired",
                     ));
                 }
                 let v1 = self.version == 1;

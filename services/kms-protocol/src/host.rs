@@ -19,6 +19,9 @@ pub const HRESULT_UNSUPPORTED_PRODUCT: u32 = 0xC004_F042;
 pub const HRESULT_TIME_SKEW: u32 = 0xC004_F06C;
 /// HRESULT: invalid data (malformed request or unsupported version).
 pub const HRESULT_INVALID_DATA: u32 = 0x8007_000D;
+/// HRESULT a client reports itself when the host's count is below its minimum (the host
+/// answers normally; it never sends this code).
+pub const HRESULT_COUNT_TOO_LOW: u32 = 0xC004_F038;
 
 /// How the host negotiates transfer syntaxes.
 #[derive(Debug, Clone, PartialEq, Eq)]

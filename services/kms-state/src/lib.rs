@@ -52,5 +52,5 @@ pub use state::{HostState, StateConfig, UNKNOWN_GROUP};
 pub use stats::{LicenseCounts, Stats};
 pub use window::{
     ClientFilter, ClientRecord, Failure, LifecycleFilter, PreviousNames, CLIENT_WINDOW_MS,
-    DEFAULT_INVENTORY_RETENTION_MS, HRESULT_COUNT_TOO_LOW, NAME_HISTORY,
+    DEFAULT_INVENTORY_RETENTION_MS, NAME_HISTORY,
 };

@@ -12,6 +12,10 @@
 //! [`GroupLifecycle`] sums a group's machines per state and their renewal ages (the metrics);
 //! [`failure_reason`] puts a recorded HRESULT into words.
 
+use kms_protocol::host::{
+    HRESULT_COUNT_TOO_LOW, HRESULT_INVALID_DATA, HRESULT_TIME_SKEW, HRESULT_UNSUPPORTED_PRODUCT,
+};
+
 use crate::window::ClientRecord;
 
 /// How long a KMS activation lasts after the last successful request: 180 days.
@@ -182,10 +186,12 @@ impl GroupLifecycle {
 /// Words for the HRESULTs a machine's record can hold.
 pub fn failure_reason(hresult: u32) -> &'static str {
     match hresult {
-        0xC004_F042 => "product not licensed on this host (no host key for its product group)",
-        0xC004_F038 => "count below the client's minimum",
-        0xC004_F06C => "client clock differs from the host's by more than allowed",
-        0x8007_000D => "invalid request data",
+        HRESULT_UNSUPPORTED_PRODUCT => {
+            "product not licensed on this host (no host key for its product group)"
+        }
+        HRESULT_COUNT_TOO_LOW => "count below the client's minimum",
+        HRESULT_TIME_SKEW => "client clock differs from the host's by more than allowed",
+        HRESULT_INVALID_DATA => "invalid request data",
         _ => "refused",
     }
 }

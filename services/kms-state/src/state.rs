@@ -150,8 +150,8 @@ impl HostState {
             Some(w) => w,
             None => self.windows.entry(intern(inventory)).or_default(),
         };
+        // The unknown group never counts (all its requests are refused): its count is 0.
         let active = window.record(a, refused);
-        let active = if a.count_group.is_some() { active } else { 0 };
         let active_clients = u32::try_from(active).unwrap_or(u32::MAX);
 
         self.dedup.insert(DedupEntry {

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
+use kms_protocol::host::HRESULT_COUNT_TOO_LOW;
 use kms_protocol::LicenseState;
 use uuid::Uuid;
 
@@ -161,9 +162,6 @@ pub(crate) enum Verdict {
     /// Refused with this HRESULT: not counted.
     Refused(u32),
 }
-
-/// HRESULT a client reports when the count is below its minimum.
-pub const HRESULT_COUNT_TOO_LOW: u32 = 0xC004_F038;
 
 /// What the state stores per client (the CMID is the map key, the count group the window's).
 #[derive(Debug, Clone, PartialEq, Eq)]

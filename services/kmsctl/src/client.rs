@@ -2,6 +2,9 @@
 //! connection, full verification of every response (MAC / hash / HMAC, echoes).
 
 use kms_protocol::client::{self as rpc_client, BindOffer, ClientRpcError, HostReply};
+use kms_protocol::host::{
+    HRESULT_COUNT_TOO_LOW, HRESULT_INVALID_DATA, HRESULT_TIME_SKEW, HRESULT_UNSUPPORTED_PRODUCT,
+};
 use kms_protocol::kms::{self, BaseRequest, BaseResponse};
 use kms_protocol::rpc::header::{Header, HEADER_LEN};
 use kms_protocol::rpc::stub::Ndr;
@@ -58,10 +61,10 @@ impl ClientError {
 /// Human text for the HRESULTs a KMS host returns (as slmgr prints them).
 pub fn describe_hresult(hr: u32) -> String {
     let text = match hr {
-        0xC004_F042 => "the specified Key Management Service (KMS) cannot be used (product not supported by this host)",
-        0xC004_F06C => "the request timestamp is invalid (client and host clocks differ too much)",
-        0x8007_000D => "the data is invalid",
-        0xC004_F038 => "the count reported by your Key Management Service (KMS) is insufficient",
+        HRESULT_UNSUPPORTED_PRODUCT => "the specified Key Management Service (KMS) cannot be used (product not supported by this host)",
+        HRESULT_TIME_SKEW => "the request timestamp is invalid (client and host clocks differ too much)",
+        HRESULT_INVALID_DATA => "the data is invalid",
+        HRESULT_COUNT_TOO_LOW => "the count reported by your Key Management Service (KMS) is insufficient",
         0xC004_F041 => "the KMS host is not activated",
         _ => "unknown error",
     };

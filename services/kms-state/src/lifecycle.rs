@@ -21,7 +21,8 @@ use crate::window::ClientRecord;
 /// How long a KMS activation lasts after the last successful request: 180 days.
 pub const ACTIVATION_VALIDITY_MS: u64 = 180 * DAY_MS;
 
-const DAY_MS: u64 = 24 * 3600 * 1000;
+/// One day in milliseconds.
+pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// The times the lifecycle is read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

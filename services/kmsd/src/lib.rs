@@ -53,6 +53,7 @@ use crate::service::{Policy, Service};
 use kms_cluster::node::{ClusterNode, NodeConfig};
 use kms_protocol::host::HostOptions;
 use kms_protocol::products::Catalog;
+use kms_state::lifecycle::{LifecyclePolicy, DAY_MS};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -155,19 +156,16 @@ pub fn policy_from(cfg: &Config, catalog: &Catalog) -> Result<Policy, config::Co
         lcid: cfg.lcid,
         host_os,
         clock_offset_ms: cfg.clock_offset_secs.saturating_mul(1000),
-        lifecycle: kms_state::lifecycle::LifecyclePolicy {
+        lifecycle: LifecyclePolicy {
             renewal_interval_ms: u64::from(cfg.renewal_interval) * 60_000,
-            renewal_slack_ms: kms_state::lifecycle::LifecyclePolicy::default().renewal_slack_ms,
             expiring_horizon_ms: u64::from(cfg.expiring_horizon_days) * DAY_MS,
+            ..LifecyclePolicy::default()
         },
         inventory_retention_ms: u64::from(cfg.inventory_retention_days) * DAY_MS,
         alert_expiring_machines: cfg.alert_expiring_machines,
         alert_failing_machines: cfg.alert_failing_machines,
     })
 }
-
-/// One day in milliseconds.
-const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Addresses a started daemon actually listens on (ports resolved).
 #[derive(Debug, Clone)]

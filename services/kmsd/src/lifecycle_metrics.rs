@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kms_state::lifecycle::{GroupLifecycle, Lifecycle, RENEWAL_AGE_BUCKETS_SECS};
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Registry};
 
-use crate::metrics::Metrics;
+use crate::metrics::{gauge, gauge_vec, Metrics};
 use crate::service::Service;
 
 /// How often the view is recomputed.
@@ -47,38 +47,24 @@ pub struct LifecycleMetrics {
 impl LifecycleMetrics {
     /// Registers the families in `r`.
     pub fn new(r: &Registry) -> Self {
-        let clients = IntGaugeVec::new(
-            Opts::new(
+        LifecycleMetrics {
+            clients: gauge_vec(
+                r,
                 "kms_clients_lifecycle",
                 "Machines in the client inventory per count group and lifecycle state (active, overdue, expiring, expired, failing); cluster-wide, the same on every node.",
+                &["count_group", "state"],
             ),
-            &["count_group", "state"],
-        )
-        .expect("valid metric");
-        let threshold = IntGaugeVec::new(
-            Opts::new(
+            threshold: gauge_vec(
+                r,
                 "kms_lifecycle_alert_threshold",
                 "Machines of one count group in a lifecycle state that raise its alert (alert_expiring_machines, alert_failing_machines).",
+                &["state"],
             ),
-            &["state"],
-        )
-        .expect("valid metric");
-        let horizon = IntGauge::new(
-            "kms_lifecycle_expiring_horizon_seconds",
-            "A machine whose activation ends within this is expiring (expiring_horizon_days).",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(clients.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(threshold.clone()),
-            Box::new(horizon.clone()),
-        ] {
-            r.register(c).expect("metric names are unique and valid");
-        }
-        LifecycleMetrics {
-            clients,
-            threshold,
-            horizon,
+            horizon: gauge(
+                r,
+                "kms_lifecycle_expiring_horizon_seconds",
+                "A machine whose activation ends within this is expiring (expiring_horizon_days).",
+            ),
             histogram: Mutex::new(String::new()),
         }
     }

@@ -120,11 +120,13 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
     c
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+/// Registers an integer gauge.
+pub(crate) fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     reg(r, IntGauge::new(name, help).expect("valid metric"))
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+/// Registers an integer gauge family with `labels`.
+pub(crate) fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     reg(
         r,
         IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),

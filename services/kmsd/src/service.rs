@@ -256,7 +256,7 @@ impl Service {
                 return;
             }
             tracing::info!(
-                days = want / (24 * 3600 * 1000),
+                days = want / kms_state::lifecycle::DAY_MS,
                 "inventory retention set for the cluster"
             );
         }

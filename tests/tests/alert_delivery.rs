@@ -91,6 +91,31 @@ fn notifies(body: &Json, status: &str, alertname: &str, instance: &str) -> bool 
         })
 }
 
+/// The alert `name` of notification `body`, after checking what every delivered alert
+/// carries: its severity, job `kms`, and a runbook link to a section that exists in
+/// docs/runbook.md.
+fn checked_alert(body: &Json, name: &str, severity: &str) -> Json {
+    let alert = alerts(body)
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {body:#}"));
+    assert_eq!(alert["labels"]["severity"], severity, "{alert:#}");
+    assert_eq!(alert["labels"]["job"], "kms", "{alert:#}");
+    let anchor = name.to_ascii_lowercase();
+    let runbook = alert["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        runbook.ends_with(&format!("runbook.md#{anchor}")),
+        "runbook_url {runbook:?}"
+    );
+    assert!(
+        runbook_anchors().contains(&anchor),
+        "docs/runbook.md has no {name} section"
+    );
+    alert
+}
+
 /// Waits until Prometheus reports `n` active Alertmanagers.
 fn wait_alertmanager_known(prom: &Prometheus, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -171,28 +196,12 @@ fn quorum_loss_and_healing_are_delivered_to_the_webhook() {
         firing["groupLabels"]["alertname"], "KmsQuorumLost",
         "{firing:#}"
     );
-    let alert = alerts(&firing)
-        .into_iter()
-        .find(|a| a["labels"]["alertname"] == "KmsQuorumLost")
-        .expect("the alert");
+    let alert = checked_alert(&firing, "KmsQuorumLost", "critical");
     assert_eq!(alert["status"], "firing", "{alert:#}");
-    assert_eq!(alert["labels"]["severity"], "critical", "{alert:#}");
-    assert_eq!(alert["labels"]["job"], "kms", "{alert:#}");
     let summary = alert["annotations"]["summary"].as_str().unwrap_or_default();
     assert!(
         summary.contains(instance),
         "summary {summary:?} should name {instance}"
-    );
-    let runbook = alert["annotations"]["runbook_url"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        runbook.ends_with("runbook.md#kmsquorumlost"),
-        "runbook_url {runbook:?}"
-    );
-    assert!(
-        runbook_anchors().contains("kmsquorumlost"),
-        "docs/runbook.md has no KmsQuorumLost section"
     );
     assert!(
         alert["annotations"]["description"]
@@ -281,12 +290,7 @@ fn expiring_machines_and_their_renewal_are_delivered_to_the_webhook() {
     let firing = webhook.wait_for("firing KmsClientsExpiring notification", DELIVERY, |b| {
         expiring_windows(b, "firing")
     });
-    let alert = alerts(&firing)
-        .into_iter()
-        .find(|a| a["labels"]["alertname"] == "KmsClientsExpiring")
-        .expect("the alert");
-    assert_eq!(alert["labels"]["severity"], "warning", "{alert:#}");
-    assert_eq!(alert["labels"]["job"], "kms", "{alert:#}");
+    let alert = checked_alert(&firing, "KmsClientsExpiring", "warning");
     let summary = alert["annotations"]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("windows"), "summary {summary:?}");
     let description = alert["annotations"]["description"]
@@ -295,17 +299,6 @@ fn expiring_machines_and_their_renewal_are_delivered_to_the_webhook() {
     assert!(
         description.contains("kmsctl clients --state expiring"),
         "description {description:?}"
-    );
-    let runbook = alert["annotations"]["runbook_url"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        runbook.ends_with("runbook.md#kmsclientsexpiring"),
-        "runbook_url {runbook:?}"
-    );
-    assert!(
-        runbook_anchors().contains("kmsclientsexpiring"),
-        "docs/runbook.md has no KmsClientsExpiring section"
     );
 
     // The machines renew (at the moved clock): nothing expires any more, and the alert

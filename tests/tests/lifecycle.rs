@@ -61,9 +61,12 @@ fn state_is(state: &'static str) -> impl Fn(Option<&Json>) -> bool {
     move |e| e.is_some_and(|e| e["state"] == state)
 }
 
-/// `kmsctl activate` through node `i`; returns the JSON line and the exit code.
-fn activate(c: &LocalCluster, i: usize, args: &[&str]) -> (Json, i32) {
-    c.nodes[i].activate(args)
+/// `kmsctl activate` against `k` as machine `cmid` named `name`, with `extra` flags;
+/// returns the JSON line and the exit code.
+fn activate_as(k: &Kmsd, cmid: &str, name: &str, extra: &[&str]) -> (Json, i32) {
+    let mut args = vec!["--cmid", cmid, "--machine-name", name];
+    args.extend_from_slice(extra);
+    k.activate(&args)
 }
 
 /// `kmsctl clients` against node `i` with `args`; stdout.
@@ -104,58 +107,19 @@ fn machines_move_through_the_lifecycle_on_every_node() {
     c.wait_leader(Duration::from_secs(10));
 
     // A: activated through node 1, then renamed and renewed through node 2.
-    let (v, code) = activate(
-        &c,
-        0,
-        &[
-            "--cmid",
-            PC_A,
-            "--machine-name",
-            "LAB-PC-01",
-            "--required-count",
-            "1",
-        ],
-    );
+    let (v, code) = activate_as(&c.nodes[0], PC_A, "LAB-PC-01", &["--required-count", "1"]);
     assert_eq!(code, 0, "{v}");
-    let (v, code) = activate(
-        &c,
-        1,
-        &[
-            "--cmid",
-            PC_A,
-            "--machine-name",
-            "LAB-PC-01B",
-            "--required-count",
-            "1",
-        ],
-    );
+    let (v, code) = activate_as(&c.nodes[1], PC_A, "LAB-PC-01B", &["--required-count", "1"]);
     assert_eq!(code, 0, "{v}");
     // B: a Windows client that needs 50 machines: answered, counted, below its minimum.
-    let (v, code) = activate(
-        &c,
-        2,
-        &[
-            "--cmid",
-            PC_B,
-            "--machine-name",
-            "LAB-PC-02",
-            "--required-count",
-            "50",
-        ],
-    );
+    let (v, code) = activate_as(&c.nodes[2], PC_B, "LAB-PC-02", &["--required-count", "50"]);
     assert_eq!(code, 3, "below the minimum: {v}");
     // C: Office on a host licensed for Windows only: refused with 0xC004F042.
-    let (v, code) = activate(
-        &c,
-        2,
-        &[
-            "--cmid",
-            PC_C,
-            "--machine-name",
-            "OFFICE-PC",
-            "--product",
-            "office-2016",
-        ],
+    let (v, code) = activate_as(
+        &c.nodes[2],
+        PC_C,
+        "OFFICE-PC",
+        &["--product", "office-2016"],
     );
     assert_ne!(code, 0, "refused: {v}");
 
@@ -253,7 +217,7 @@ fn machines_move_through_the_lifecycle_on_every_node() {
     // 201 days on: past the 200-day retention. Pruning happens when the next request is
     // applied: a new machine arrives, and A, B and C leave the inventory on every node.
     c.set_clock_offset(&file, 201 * DAY);
-    let (v, code) = activate(&c, 0, &["--required-count", "1"]);
+    let (v, code) = c.nodes[0].activate(&["--required-count", "1"]);
     assert_eq!(code, 0, "{v}");
     for cmid in [PC_A, PC_B, PC_C] {
         on_every_node(&c, cmid, "gone after the retention", |e| e.is_none());
@@ -267,43 +231,25 @@ fn snapshots_and_restart_keep_the_lifecycle_fields() {
         &dir.path().join("n"),
         &["--snapshot-every", "5", "--licensed-groups", "windows"],
     );
-    let activate = |k: &Kmsd, args: &[&str]| k.activate(args).1;
     assert_eq!(
-        activate(
-            &k,
-            &[
-                "--cmid",
-                PC_A,
-                "--machine-name",
-                "OLD",
-                "--required-count",
-                "1"
-            ]
-        ),
+        activate_as(&k, PC_A, "OLD", &["--required-count", "1"]).1,
         0
     );
     assert_eq!(
-        activate(
-            &k,
-            &[
-                "--cmid",
-                PC_A,
-                "--machine-name",
-                "NEW",
-                "--required-count",
-                "1"
-            ]
-        ),
+        activate_as(&k, PC_A, "NEW", &["--required-count", "1"]).1,
         0
     );
     assert_ne!(
-        activate(&k, &["--cmid", PC_C, "--product", "office-2016"]),
+        activate_as(&k, PC_C, "OFFICE-PC", &["--product", "office-2016"]).1,
         0
     );
-    assert_eq!(activate(&k, &["--cmid", PC_B, "--required-count", "50"]), 3);
+    assert_eq!(
+        activate_as(&k, PC_B, "LAB-PC-02", &["--required-count", "50"]).1,
+        3
+    );
     // More entries than `snapshot_every`, so the state is in a snapshot and a log tail.
     for _ in 0..12 {
-        activate(&k, &["--required-count", "1"]);
+        k.activate(&["--required-count", "1"]);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while k.status()["raft"]["snapshot_index"].as_u64().unwrap_or(0) == 0 {

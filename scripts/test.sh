@@ -53,6 +53,7 @@ needs=(
     "dig bind9-dnsutils"
     "nsupdate bind9-dnsutils"
     "debootstrap debootstrap"
+    "objdump binutils"
     "python3 python3"
     "kill procps"
 )

@@ -24,7 +24,9 @@ say() { printf '\n$ %s\n' "$*"; }
 run() { say "$*"; "$@"; }
 field() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 cpu_ms() { awk '{printf "%d", ($14+$15)*1000/'"$(getconf CLK_TCK)"'}' "/proc/$1/stat"; }
-ctx() { echo $(( $(field "$1" voluntary_ctxt_switches) + $(field "$1" nonvoluntary_ctxt_switches) )); }
+# ctx PID: context switches of all the process's threads (/proc/PID/status alone counts only
+# the main thread's).
+ctx() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n}'; }
 wait_ready() {
     local url=$1 t0
     t0=$(date +%s%N)
@@ -64,12 +66,22 @@ measured() {
     shift 3
     local c0 x0 out n c1 x1
     c0=$(cpu_ms "$pid"); x0=$(ctx "$pid")
+    ALL0=0
+    if [ -n "${ALL_PIDS:-}" ]; then
+        local q
+        for q in $ALL_PIDS; do ALL0=$((ALL0 + $(cpu_ms "$q"))); done
+    fi
     say "kmsctl bench --protocol 6 $*"
     out=$(bench --json "$@")
     bench_text "$out"
     c1=$(cpu_ms "$pid"); x1=$(ctx "$pid")
     n=$(jq -r '.succeeded' <<<"$out")
-    printf '%s: kmsd CPU %d ms for %d activations = %.1f ms per 1,000; %d context switches = %.2f per activation\n' \
+    if [ -n "${ALL_PIDS:-}" ]; then
+        local all=0 q
+        for q in $ALL_PIDS; do all=$((all + $(cpu_ms "$q"))); done
+        printf 'all nodes: CPU %d ms for %d activations = %.1f ms per 1,000\n' $((all - ALL0)) "$n" "$(echo "($all-$ALL0)*1000/$n" | bc -l)"
+    fi
+    printf '%s: kmsd CPU %d ms for %d activations = %.1f ms per 1,000; %d context switches (all threads) = %.2f per activation\n' \
         "$label" $((c1 - c0)) "$n" "$(echo "($c1-$c0)*1000/$n" | bc -l)" $((x1 - x0)) "$(echo "($x1-$x0)/$n" | bc -l)"
     LAST_RATE=$(jq -r '.activations_per_s' <<<"$out")
 }
@@ -108,10 +120,12 @@ cluster() {
     local lpid fpid
     lpid=${CPIDS[leader - 1]}; fpid=${CPIDS[follower - 1]}
     echo "leader: node $leader, follower measured: node $follower"
+    ALL_PIDS="$p1 $p2 $p3"
     bench --host "127.0.0.$leader" --count 2000 --concurrency 16 >/dev/null
     measured "$lpid" "through the leader (node $leader), c=64" -- --host "127.0.0.$leader" --count 20000 --concurrency 64
     local lrate=$LAST_RATE
     measured "$fpid" "through a follower (node $follower), c=64" -- --host "127.0.0.$follower" --count 20000 --concurrency 64
+    ALL_PIDS=""
     printf 'follower/leader: %.2f; leader vs tcp_baseline: %.0f%%\n' "$(echo "$LAST_RATE/$lrate" | bc -l)" "$(echo "$lrate*100/$BASELINE" | bc -l)"
     kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
 }

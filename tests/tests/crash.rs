@@ -423,8 +423,9 @@ fn node_with_two_segments(dir: &Path) -> (Kmsd, Ledger) {
         ledger.add(&r.lines);
         node.stop();
     }
+    // Each start opens a new segment (and moves on to a preallocated one once it is ready).
     let segs = segments(dir);
-    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert!(segs.len() >= 2, "{segs:?}");
     (node, ledger)
 }
 
@@ -454,10 +455,14 @@ fn torn_newest_segment_is_cut_and_damaged_older_segment_refuses_start() {
         .unwrap_or_else(|| panic!("no torn-tail warning:\n{log}"));
     assert!(warning.contains("WARN"), "{warning}");
     assert!(warning.contains(&newest.display().to_string()), "{warning}");
-    assert_eq!(
-        std::fs::metadata(&newest).unwrap().len(),
-        before,
-        "tail not cut back"
+    // Cut back to its last good record: the garbage is gone (and so is the rest of a
+    // preallocated segment's zeros after it).
+    let after = std::fs::read(&newest).unwrap();
+    assert!(after.len() as u64 <= before, "tail not cut back");
+    assert!(
+        !after.windows(7).any(|w| w == b"garbage"),
+        "the torn tail is still in {}",
+        newest.display()
     );
     let total = torn.status()["total_requests"].as_u64().unwrap();
     let r = torn_ledger.check(&torn.clients(), total).unwrap();

@@ -212,10 +212,24 @@ pub async fn serve_node(
         }
         None => {
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(plain_incoming(listener), shutdown)
                 .await
         }
     }
+}
+
+/// Accepted plaintext connections with `TCP_NODELAY` set (as the TLS path sets it): without
+/// it a small reply (an AppendEntries acknowledgement, a forwarded batch's results) can wait
+/// for the peer's delayed ACK, some 40 ms, behind the previous one.
+fn plain_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
 }
 
 /// The reply of a `Raft` RPC: the response, or the Raft error as a status with its

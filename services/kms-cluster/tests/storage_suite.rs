@@ -21,6 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for WalBuilder {
         let options = WalOptions {
             segment_bytes: 512,
             cache_bytes: 1,
+            preallocate: true,
         };
         let (log, sm) = open_stores(dir.path(), options).expect("open raft stores");
         Ok((dir, log, sm))

@@ -520,10 +520,18 @@ pub async fn run_with(
     }
     on_bound(&bound);
 
+    // Raft's metrics change with every log entry; watching them for a fatal error runs as a
+    // task on the runtime, not in the caller's `block_on` thread, which would otherwise be
+    // woken (a context switch) several times per activation.
+    let mut fatal_watch = tokio::spawn({
+        let node = node.clone();
+        async move { node.fatal().await }
+    });
     let fatal = tokio::select! {
         _ = shutdown => None,
-        e = node.fatal() => Some(e),
+        e = &mut fatal_watch => Some(e.unwrap_or_else(|e| format!("fatal-error watch ended: {e}"))),
     };
+    fatal_watch.abort();
     if let Some(e) = &fatal {
         tracing::error!(error = %e, "raft stopped with a fatal error; shutting down");
     }

@@ -14,26 +14,14 @@ pub(super) type Job = (
     tracing::Span,
 );
 
-/// How many more batches a follower keeps in flight than a leader (see `batcher`).
-const FORWARD_INFLIGHT_FACTOR: usize = 4;
-
 impl ClusterNode {
-    /// Whether this node is the leader right now (as its Raft metrics say).
-    fn is_leader_now(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.current_leader == Some(self.config.node_id)
-    }
-
     pub(super) async fn batcher(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
-        // A leader's batches wait for its own fsync and its followers' acknowledgements: few in
-        // flight make the next batch gather more requests (one log entry, one fsync for many).
-        // A follower's forwarded batches also cross the network to the leader and back, so it
-        // keeps more of them in flight to fill that round trip.
-        let leading = Arc::new(Semaphore::new(self.config.max_inflight.max(1)));
-        let forwarding = Arc::new(Semaphore::new(
-            self.config.max_inflight.max(1) * FORWARD_INFLIGHT_FACTOR,
-        ));
+        // A batch waits for the leader's fsync and its followers' acknowledgements (a
+        // forwarded one also for the round trip to the leader): few in flight make the next
+        // batch gather more requests (one log entry, one fsync, one forward for many). Keeping
+        // more forwarded batches in flight than a leader keeps was measured slower through a
+        // follower (docs/benchmarks.md, "Step 6: the cluster port and forwarding").
+        let inflight = Arc::new(Semaphore::new(self.config.max_inflight.max(1)));
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
             while jobs.len() < self.config.max_batch {
@@ -50,11 +38,6 @@ impl ClusterNode {
                 + self.config.commit_timeout;
             // Waiting for a slot counts against the deadline: a request never waits longer
             // than the commit timeout because earlier batches are stuck.
-            let inflight = if self.is_leader_now() {
-                &leading
-            } else {
-                &forwarding
-            };
             let permit =
                 match tokio::time::timeout_at(deadline, inflight.clone().acquire_owned()).await {
                     Ok(Ok(p)) => Some(p),

@@ -206,9 +206,9 @@ pub struct Config {
     pub commit_timeout_ms: u64,
     /// Most requests committed in one Raft log entry (group commit). Default 512.
     pub max_batch: usize,
-    /// Most batches a leader keeps waiting for their commit at once (a follower forwarding
-    /// to the leader keeps four times as many); requests arriving meanwhile gather into the
-    /// next batch. Default 2 (measured in docs/benchmarks.md).
+    /// Most batches a node keeps waiting for their commit at once (on the leader, or
+    /// forwarded to it); requests arriving meanwhile gather into the next batch. Default 2
+    /// (measured in docs/benchmarks.md).
     pub max_inflight: usize,
     /// When no quorum commits in time: `serve-local` (answer from the last applied
     /// state, keep the request in a durable outbox, replay it later; default) or

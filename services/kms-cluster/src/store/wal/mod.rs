@@ -4,9 +4,10 @@
 //! CRC-checked frames (see `store::frame`) holding the records of `record`. Nothing is ever
 //! rewritten in place: appends, votes, truncations and purges are records appended to the active
 //! segment by one writer thread (`writer`), which flushes each group of queued operations with a
-//! single `fdatasync`; a purge deletes whole segments. Opening the directory replays the
-//! segments; a torn or corrupt tail of the newest segment (a crash during a write) is cut off,
-//! damage anywhere else refuses the open.
+//! single `fdatasync`; a purge deletes whole segments. Segments are preallocated (prepared
+//! ahead as zeros) unless [`WalOptions::preallocate`] is off. Opening the directory replays the
+//! segments; an all-zero rest of a segment is its unwritten end, a torn or corrupt tail of the
+//! newest segment (a crash during a write) is cut off, damage anywhere else refuses the open.
 //!
 //! Why not sled (the design card's store): sled 0.34 deadlocked under sustained load in its
 //! flush path (see docs/design/storage.md); a Raft log is append-only and needs nothing of a
@@ -40,6 +41,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Encoded bytes of written entries kept decoded in memory (the newest ones).
     pub cache_bytes: usize,
+    /// Write into segments prepared ahead as files of zeros (see `segment`), so that a
+    /// group commit's `fdatasync` does not also commit a file size change.
+    pub preallocate: bool,
 }
 
 impl Default for WalOptions {
@@ -47,6 +51,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 8 * 1024 * 1024,
             cache_bytes: 4 * 1024 * 1024,
+            preallocate: true,
         }
     }
 }
@@ -108,6 +113,9 @@ pub struct Shared {
     index: Mutex<LogIndex>,
     readers: Mutex<BTreeMap<u64, Arc<File>>>,
     failed: Mutex<Option<String>>,
+    /// A committed pointer saved but not yet written: the writer adds it to its next group
+    /// (nobody waits for it, so saving it does not wake the writer thread).
+    committed: Mutex<Option<Option<LogId>>>,
 }
 
 impl Shared {
@@ -137,6 +145,22 @@ impl Shared {
             .cloned()
     }
 
+    /// The committed pointer saved since the writer last took it, if any.
+    fn take_committed(&self) -> Option<Option<LogId>> {
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Puts a taken committed pointer back unless a newer one was saved meanwhile.
+    fn restore_committed(&self, committed: Option<LogId>) {
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(committed);
+    }
+
     fn fail(&self, e: &std::io::Error) {
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         failed.get_or_insert_with(|| e.to_string());
@@ -155,8 +179,28 @@ impl Shared {
 pub struct Wal {
     dir: PathBuf,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Op>,
-    _lock: Arc<File>,
+    open: Arc<Open>,
+}
+
+/// The writer thread and the directory lock, shared by all handles. Dropping the last handle
+/// lets the writer finish what was sent (and a saved committed pointer), then releases the
+/// lock: the log can be opened again as soon as the drop returns.
+struct Open {
+    tx: Option<mpsc::Sender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    _lock: File,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            // (Never the writer joining itself, should a callback hold the last handle.)
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -240,18 +284,23 @@ fn replay(dir: &Path, options: &WalOptions) -> Result<Replayed, WalError> {
                 }
             }
         }
-        if let Some((offset, defect)) = frames.defect() {
-            if !is_newest {
+        match frames.defect() {
+            // The unwritten rest of a preallocated segment: its clean end.
+            Some((offset, _)) if bytes[offset..].iter().all(|b| *b == 0) => {}
+            Some((offset, defect)) if !is_newest => {
                 return Err(corrupt(offset, defect.to_string()));
             }
-            // A crash in the middle of a write: nothing after `offset` was acknowledged.
-            tracing::warn!(path = %path.display(), offset, %defect, "cutting a torn tail off the raft log");
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            f.set_len(offset as u64).map_err(io_err(&path))?;
-            f.sync_all().map_err(io_err(&path))?;
+            Some((offset, defect)) => {
+                // A crash in the middle of a write: nothing after `offset` was acknowledged.
+                tracing::warn!(path = %path.display(), offset, %defect, "cutting a torn tail off the raft log");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(offset as u64).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+            }
+            None => {}
         }
         segments.insert(seq, info);
     }
@@ -268,6 +317,7 @@ impl Wal {
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
         lock.try_lock()
             .map_err(|_| WalError::Locked(dir.to_owned()))?;
+        segment::remove_spares(dir).map_err(io_err(dir))?;
         let Replayed {
             index,
             mut segments,
@@ -276,6 +326,7 @@ impl Wal {
             index: Mutex::new(index),
             readers: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(None),
+            committed: Mutex::new(None),
         });
         for seq in segments.keys() {
             let p = segment::path(dir, *seq);
@@ -292,7 +343,9 @@ impl Wal {
         let p = segment::path(dir, seq);
         shared.add_reader(seq, File::open(&p).map_err(io_err(&p))?);
         segments.insert(seq, SegInfo::default());
-        let writer = Writer {
+        // The first segment is an appended one (no startup wait for a file of zeros); the
+        // writer moves to a preallocated one as soon as it is ready.
+        let mut writer = Writer {
             dir: dir.to_owned(),
             shared: shared.clone(),
             file,
@@ -301,23 +354,31 @@ impl Wal {
             segment_limit: options.segment_bytes,
             segments,
             pointers,
+            preallocate: options.preallocate,
+            active_preallocated: false,
+            spare: None,
         };
+        writer.prepare_next();
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("raft-log".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
         Ok(Wal {
             dir: dir.to_owned(),
             shared,
-            tx,
-            _lock: Arc::new(lock),
+            open: Arc::new(Open {
+                tx: Some(tx),
+                writer: Some(writer),
+                _lock: lock,
+            }),
         })
     }
 
     fn send(&self, op: Op) -> Result<(), WalError> {
         self.shared.check()?;
-        self.tx.send(op).map_err(|_| WalError::Stopped)
+        let tx = self.open.tx.as_ref().ok_or(WalError::Stopped)?;
+        tx.send(op).map_err(|_| WalError::Stopped)
     }
 
     /// Vote, committed and purge pointers.
@@ -351,10 +412,18 @@ impl Wal {
         self.send(Op::Vote(vote, done))
     }
 
-    /// Saves the committed pointer (durable with the next flush).
+    /// Saves the committed pointer: written with the writer's next group (after the entries
+    /// it covers) and durable with the next flush; a crash may lose the newest one, which
+    /// openraft allows (the log is committed again after the restart).
     pub fn save_committed(&self, committed: Option<LogId>) -> Result<(), WalError> {
+        self.shared.check()?;
         self.shared.lock_index().pointers.committed = committed;
-        self.send(Op::Committed(committed))
+        *self
+            .shared
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(committed);
+        Ok(())
     }
 
     /// Removes entries from index `from` on; `done` once durable.

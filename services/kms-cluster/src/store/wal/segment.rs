@@ -1,12 +1,20 @@
 //! Segment files of the write-ahead log: naming, creation and replay of one file.
 //!
 //! A segment is `<seq>.wal` (16 hex digits, so names sort like sequence numbers) and starts with
-//! the 8-byte magic [`MAGIC`] followed by frames (see `store::frame`). Files are only ever
-//! appended to; whole segments are deleted once every entry in them is purged.
+//! the 8-byte magic [`MAGIC`] followed by frames (see `store::frame`). Records are only ever
+//! added after the last one; whole segments are deleted once every entry in them is purged.
+//!
+//! A segment may be preallocated: prepared ahead as a spare file of zeros (fsynced), then given
+//! its header and its name. Records then overwrite blocks that already exist, so the
+//! `fdatasync` of a group commit has no file size or block allocation to commit (on this
+//! project's disks, less than half the time of an appending one). Replay reads an all-zero
+//! rest of a segment as its clean end.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// First bytes of every segment: format name and version 1.
 pub const MAGIC: &[u8; 8] = b"KMSWAL\x00\x01";
@@ -35,20 +43,96 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(seqs)
 }
 
+fn head(first_frames: &[u8]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(MAGIC.len() + first_frames.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(first_frames);
+    head
+}
+
 /// Creates segment `seq` holding the magic and `first_frames`, fsyncs it and its directory.
+/// The file is written with positioned writes (`write_all_at`), never in append mode.
 pub fn create(dir: &Path, seq: u64, first_frames: &[u8]) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
         .read(true)
-        .append(true)
+        .write(true)
         .open(path(dir, seq))?;
-    let mut head = Vec::with_capacity(MAGIC.len() + first_frames.len());
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(first_frames);
-    file.write_all(&head)?;
+    file.write_all(&head(first_frames))?;
     file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// A zero-filled file ready to become a segment (see the module doc).
+#[derive(Debug)]
+pub struct Spare {
+    path: PathBuf,
+    file: File,
+}
+
+/// Spare files end in `.spare` (never a segment name, so replay ignores them); each
+/// preparation has its own name, so a writer that is still finishing one never touches
+/// another's.
+const SPARE_SUFFIX: &str = ".spare";
+
+/// Deletes spare files left by an earlier process (a crash or a stop while one was prepared).
+pub fn remove_spares(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(SPARE_SUFFIX) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a spare of `bytes` zeros and fsyncs it. Blocking (tens of milliseconds for 8 MiB):
+/// run it off the writer's path. On failure (a full disk) the partial file is removed.
+pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Spare> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{}-{n}{SPARE_SUFFIX}", std::process::id()));
+    let fill = || -> std::io::Result<File> {
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()?;
+        Ok(file)
+    };
+    match fill() {
+        Ok(file) => Ok(Spare { path, file }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Turns a spare into segment `seq`: the magic and `first_frames` written over its first
+/// zeros and synced, then the file renamed to the segment's name and the directory synced. A
+/// crash before the rename leaves a spare (deleted at the next open), after it a whole
+/// segment.
+pub fn install_spare(
+    dir: &Path,
+    seq: u64,
+    spare: Spare,
+    first_frames: &[u8],
+) -> std::io::Result<File> {
+    spare.file.write_all_at(&head(first_frames), 0)?;
+    spare.file.sync_data()?;
+    std::fs::rename(&spare.path, path(dir, seq))?;
+    sync_dir(dir)?;
+    Ok(spare.file)
 }
 
 /// fsyncs a directory, so that created, renamed or deleted names in it are durable.

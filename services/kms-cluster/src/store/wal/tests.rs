@@ -23,6 +23,7 @@ fn small() -> WalOptions {
     WalOptions {
         segment_bytes: 300,
         cache_bytes: 0,
+        preallocate: false,
     }
 }
 
@@ -80,6 +81,33 @@ fn everything_comes_back_after_reopen() {
 }
 
 #[test]
+fn a_committed_pointer_is_written_with_the_next_group_or_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = reopen(dir.path(), small());
+        append(&wal, (1..=3).map(|i| entry(1, i)).collect());
+        wal.save_committed(Some(id(1, 2))).unwrap();
+        append(&wal, vec![entry(1, 4)]);
+        assert_eq!(wal.pointers().committed, Some(id(1, 2)));
+    }
+    assert_eq!(
+        reopen(dir.path(), small()).pointers().committed,
+        Some(id(1, 2)),
+        "written with the next append"
+    );
+    {
+        let wal = reopen(dir.path(), small());
+        wal.save_committed(Some(id(1, 4))).unwrap();
+        // No operation follows: the writer writes it when the log is closed.
+    }
+    assert_eq!(
+        reopen(dir.path(), small()).pointers().committed,
+        Some(id(1, 4)),
+        "written at close"
+    );
+}
+
+#[test]
 fn purge_deletes_whole_segments_and_keeps_pointers() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -134,6 +162,7 @@ fn every_torn_tail_is_cut_and_nothing_acknowledged_is_lost() {
     let opts = WalOptions {
         segment_bytes: 1 << 20,
         cache_bytes: 0,
+        preallocate: false,
     };
     {
         let wal = reopen(dir.path(), opts);
@@ -236,6 +265,106 @@ fn group_commit_answers_every_operation() {
         reopen(dir.path(), WalOptions::default()).last_log_id(),
         Some(id(1, 500))
     );
+}
+
+const PREALLOCATED: WalOptions = WalOptions {
+    segment_bytes: 64 * 1024,
+    cache_bytes: 0,
+    preallocate: true,
+};
+
+/// A closed log of entries 1, 2, … of term 1 whose newest segment is a preallocated one
+/// holding some of them; returns its directory and the last index.
+fn preallocated_log() -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = reopen(dir.path(), PREALLOCATED);
+    let last = fill_until_preallocated(&wal, dir.path());
+    (dir, last)
+}
+
+/// Appends entries one by one until the newest segment is a preallocated one (its file
+/// already `segment_bytes` long), then a few more into it; returns the last index.
+fn fill_until_preallocated(wal: &Wal, dir: &Path) -> u64 {
+    for i in 1..=20_000 {
+        append(wal, vec![entry(1, i)]);
+        let len = std::fs::metadata(newest(dir)).unwrap().len();
+        if len == PREALLOCATED.segment_bytes && i > 1 {
+            let more = i + 5;
+            for j in i + 1..=more {
+                append(wal, vec![entry(1, j)]);
+            }
+            return more;
+        }
+        if i % 100 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    panic!("the writer never moved to a preallocated segment");
+}
+
+#[test]
+fn a_preallocated_segment_ends_at_its_zeros() {
+    let (dir, last) = preallocated_log();
+    let segments = segment::list(dir.path()).unwrap().len();
+    let preallocated = newest(dir.path());
+    let wal = reopen(dir.path(), PREALLOCATED);
+    assert_eq!(
+        all(&wal),
+        (1..=last).map(|i| entry(1, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::metadata(&preallocated).unwrap().len(),
+        PREALLOCATED.segment_bytes,
+        "the zeros are the segment's end, not a torn tail to cut off"
+    );
+    // The log continues after the zeros were read as an end, and comes back again.
+    append(&wal, vec![entry(2, last + 1)]);
+    drop(wal);
+    let wal = reopen(dir.path(), PREALLOCATED);
+    assert_eq!(wal.last_log_id(), Some(id(2, last + 1)));
+    assert!(
+        segments >= 2,
+        "an appended and a preallocated segment: {segments}"
+    );
+}
+
+#[test]
+fn a_torn_record_in_a_preallocated_segment_is_cut() {
+    let (dir, last) = preallocated_log();
+    let path = newest(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let torn = FrameReader::new(&bytes, segment::MAGIC.len())
+        .last()
+        .map(|f| (f.offset, f.size))
+        .unwrap();
+    // The last record's second half never reached the disk: zeros where it should be.
+    let (from, to) = (torn.0 + torn.1 / 2, torn.0 + torn.1);
+    bytes[from..to].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let wal = reopen(dir.path(), PREALLOCATED);
+    assert_eq!(
+        all(&wal),
+        (1..last).map(|i| entry(1, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        torn.0 as u64,
+        "the torn record is cut off"
+    );
+}
+
+#[test]
+fn leftover_spares_are_removed_and_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = reopen(dir.path(), small());
+        append(&wal, vec![entry(1, 1)]);
+    }
+    let stale = dir.path().join("99-0.spare");
+    std::fs::write(&stale, b"KMSWAL\x00\x01 half a header").unwrap();
+    let wal = reopen(dir.path(), small());
+    assert!(!stale.exists());
+    assert_eq!(all(&wal), vec![entry(1, 1)]);
 }
 
 #[test]

@@ -4,14 +4,16 @@
 //! `fdatasync` (group commit: under load, many appends share one disk flush), then answers each
 //! operation. It runs on its own OS thread, so no tokio worker ever waits for the disk, and it
 //! rotates to a new segment when the active one is full and deletes segments whose entries are
-//! all purged.
+//! all purged. With preallocation on, a helper thread prepares the next segment as a file of
+//! zeros while the writer fills the current one (see `segment`); the writer never waits for it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::index::Loc;
 use super::record::{self, Pointers, Record};
@@ -28,8 +30,6 @@ pub enum Op {
     Append(Vec<(LogId, Vec<u8>)>, Done),
     /// Save a vote (durable before `Done`).
     Vote(Vote, Done),
-    /// Save the committed pointer (durable with the next flush; nobody waits).
-    Committed(Option<LogId>),
     /// Record a truncation from this index on.
     Truncate(u64, Done),
     /// Record a purge up to this log id and delete segments that hold only purged entries.
@@ -55,6 +55,12 @@ pub struct Writer {
     pub(super) segment_limit: u64,
     pub(super) segments: BTreeMap<u64, SegInfo>,
     pub(super) pointers: Pointers,
+    /// Whether segments are preallocated at all.
+    pub(super) preallocate: bool,
+    /// Whether the active segment is a preallocated one.
+    pub(super) active_preallocated: bool,
+    /// The next segment being prepared.
+    pub(super) spare: Option<JoinHandle<std::io::Result<segment::Spare>>>,
 }
 
 /// Most operations taken into one group commit.
@@ -68,6 +74,9 @@ impl Writer {
     /// Runs until every sender is gone.
     pub fn run(mut self, rx: Receiver<Op>) {
         while let Ok(first) = rx.recv() {
+            // Taken before the queue is drained: the entries a saved committed pointer covers
+            // were sent before it was saved, so they are in this group (unless it is full).
+            let mut committed = self.shared.take_committed();
             let mut ops = vec![first];
             while ops.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -75,23 +84,72 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.group(ops);
+            if ops.len() == MAX_GROUP {
+                if let Some(c) = committed.take() {
+                    self.shared.restore_committed(c);
+                }
+            }
+            self.group(ops, committed);
+        }
+        if let Some(c) = self.shared.take_committed() {
+            self.group(Vec::new(), Some(c));
         }
         let _ = self.file.sync_data();
+        // A spare still being written is finished before the log is let go (it is deleted at
+        // the next open).
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+        }
     }
 
-    fn group(&mut self, ops: Vec<Op>) {
+    /// Starts preparing the next segment on a helper thread, unless one is under way.
+    pub(super) fn prepare_next(&mut self) {
+        if !self.preallocate || self.spare.is_some() {
+            return;
+        }
+        let dir = self.dir.clone();
+        let bytes = self.segment_limit;
+        match std::thread::Builder::new()
+            .name("raft-log-spare".into())
+            .spawn(move || segment::prepare_spare(&dir, bytes))
+        {
+            Ok(handle) => self.spare = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start preparing the next raft log segment")
+            }
+        }
+    }
+
+    /// The prepared spare, if its preparation has finished (a failed one is logged and
+    /// dropped; the next rotation prepares another).
+    fn ready_spare(&mut self) -> Option<segment::Spare> {
+        if !self.spare.as_ref().is_some_and(JoinHandle::is_finished) {
+            return None;
+        }
+        match self.spare.take()?.join() {
+            Ok(Ok(spare)) => Some(spare),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot preallocate the next raft log segment; writing an appended one");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Writes one group: the operations in order, then the committed pointer if one was saved.
+    fn group(&mut self, ops: Vec<Op>, committed: Option<Option<LogId>>) {
         let mut buf = Vec::new();
         let mut payload = Vec::new();
         let mut written: Vec<(LogId, Loc)> = Vec::new();
-        let mut need_sync = false;
+        // Every operation but the committed pointer is answered once durable.
+        let need_sync = !ops.is_empty();
         let mut purge: Option<LogId> = None;
-        let mut dones: Vec<Done> = Vec::new();
+        let mut dones: Vec<Done> = Vec::with_capacity(ops.len());
         for op in ops {
             payload.clear();
-            let (record, done) = match &op {
-                Op::Append(entries, _) => {
-                    for (id, body) in entries {
+            let (record, done) = match op {
+                Op::Append(entries, done) => {
+                    for (id, body) in &entries {
                         payload.clear();
                         let kind = record::encode(&Record::Entry(*id, body), &mut payload);
                         let offset = self.size + buf.len() as u64;
@@ -108,51 +166,36 @@ impl Writer {
                         let info = self.segments.entry(self.seq).or_default();
                         info.max_index = info.max_index.max(Some(id.index));
                     }
-                    need_sync = true;
-                    (None, true)
+                    (None, done)
                 }
-                Op::Vote(v, _) => {
-                    self.pointers.vote = Some(*v);
-                    need_sync = true;
-                    (Some(Record::Vote(*v)), true)
+                Op::Vote(v, done) => {
+                    self.pointers.vote = Some(v);
+                    (Some(Record::Vote(v)), done)
                 }
-                Op::Committed(c) => {
-                    self.pointers.committed = *c;
-                    (Some(Record::Committed(*c)), false)
-                }
-                Op::Truncate(from, _) => {
-                    need_sync = true;
-                    (Some(Record::Truncate(*from)), true)
-                }
-                Op::Purge(id, _) => {
+                Op::Truncate(from, done) => (Some(Record::Truncate(from)), done),
+                Op::Purge(id, done) => {
                     if self.pointers.purged.is_none_or(|p| p.index < id.index) {
-                        self.pointers.purged = Some(*id);
+                        self.pointers.purged = Some(id);
                     }
-                    purge = Some(*id);
-                    need_sync = true;
-                    (Some(Record::Purge(*id)), true)
+                    purge = Some(id);
+                    (Some(Record::Purge(id)), done)
                 }
-                Op::Sync(_) => {
-                    need_sync = true;
-                    (None, true)
-                }
+                Op::Sync(done) => (None, done),
             };
             if let Some(r) = record {
                 let kind = record::encode(&r, &mut payload);
                 put_frame(&mut buf, kind, &payload);
             }
-            if done {
-                match op {
-                    Op::Append(_, d)
-                    | Op::Vote(_, d)
-                    | Op::Truncate(_, d)
-                    | Op::Purge(_, d)
-                    | Op::Sync(d) => dones.push(d),
-                    Op::Committed(_) => {}
-                }
-            }
+            dones.push(done);
         }
-        let result = self.file.write_all(&buf).and_then(|()| {
+        // Last, so that a torn write never keeps the pointer without the entries it covers.
+        if let Some(c) = committed {
+            self.pointers.committed = c;
+            payload.clear();
+            let kind = record::encode(&Record::Committed(c), &mut payload);
+            put_frame(&mut buf, kind, &payload);
+        }
+        let result = self.file.write_all_at(&buf, self.size).and_then(|()| {
             if need_sync {
                 self.file.sync_data()
             } else {
@@ -178,7 +221,10 @@ impl Writer {
             if let Some(upto) = purge {
                 self.delete_purged(upto);
             }
-            if self.size >= self.segment_limit {
+            // A full segment is replaced; so is an appended one (the first after an open, or
+            // one written while no spare was ready) as soon as a preallocated one is ready.
+            let spare_ready = self.spare.as_ref().is_some_and(JoinHandle::is_finished);
+            if self.size >= self.segment_limit || (!self.active_preallocated && spare_ready) {
                 if let Err(e) = self.rotate() {
                     tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new raft log segment");
                     self.shared.fail(&e);
@@ -200,14 +246,19 @@ impl Writer {
         let mut payload = Vec::new();
         let kind = record::encode(&Record::State(self.pointers), &mut payload);
         put_frame(&mut head, kind, &payload);
-        let file = segment::create(&self.dir, seq, &head)?;
+        let (file, preallocated) = match self.ready_spare() {
+            Some(spare) => (segment::install_spare(&self.dir, seq, spare, &head)?, true),
+            None => (segment::create(&self.dir, seq, &head)?, false),
+        };
         let reader = File::open(segment::path(&self.dir, seq))?;
         self.shared.add_reader(seq, reader);
         self.file = file;
         self.seq = seq;
         self.size = (segment::MAGIC.len() + head.len()) as u64;
+        self.active_preallocated = preallocated;
         self.segments.insert(seq, SegInfo::default());
-        tracing::debug!(segment = seq, "raft log: new segment");
+        tracing::debug!(segment = seq, preallocated, "raft log: new segment");
+        self.prepare_next();
         Ok(())
     }
 

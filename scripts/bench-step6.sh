@@ -156,6 +156,13 @@ million() {
     "$BIN/kmsctl" cluster add-learner --cluster 127.0.0.1:9689 --id 2 --addr 127.0.0.2:9689
     echo "new learner caught up (snapshot + log) in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
     curl -fs http://127.0.0.2:9688/status | jq -c '{total_requests, applied: .raft.applied_index, snapshot_index: .raft.snapshot_index}'
+    # add-learner returns once openraft has replicated the log to the learner; applying the
+    # tail takes a moment more. Done means the learner counts every activation.
+    until [ "$(curl -fs http://127.0.0.2:9688/status | jq -r '.total_requests')" = "$MILLION" ]; do
+        if (( $(date +%s%N) - t0 > 120000000000 )); then echo "learner not complete after 120 s" >&2; exit 1; fi
+        sleep 0.01
+    done
+    echo "new learner counts all $MILLION activations $(( ($(date +%s%N) - t0) / 1000000 )) ms after add-learner started"
     mem "learner" "$p2" joiner
     kill -TERM "$pid" "$p2"; wait "$pid" "$p2" 2>/dev/null || true
 }

@@ -76,6 +76,13 @@ pub struct Spare {
 /// another's.
 const SPARE_SUFFIX: &str = ".spare";
 
+/// Bytes of zeros written and synced at a time while a spare is prepared.
+const SPARE_CHUNK: usize = 256 * 1024;
+
+/// Pause between two pieces of a spare (an 8 MiB spare takes some 32 pauses, well below the
+/// seconds a segment lasts under full load).
+const SPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Deletes spare files left by an earlier process (a crash or a stop while one was prepared).
 pub fn remove_spares(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -99,12 +106,19 @@ pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Spare> {
             .read(true)
             .write(true)
             .open(&path)?;
-        let zeros = vec![0u8; 1 << 20];
+        // In small synced pieces with a pause between them: the log's own flushes share the
+        // disk's queue, and one 8 MiB write-back in flight would hold a group commit back by
+        // its whole length.
+        let zeros = vec![0u8; SPARE_CHUNK];
         let mut left = bytes;
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
             file.write_all(&zeros[..n])?;
+            file.sync_data()?;
             left -= n as u64;
+            if left > 0 {
+                std::thread::sleep(SPARE_PAUSE);
+            }
         }
         file.sync_all()?;
         Ok(file)

@@ -318,10 +318,7 @@ impl Wal {
         lock.try_lock()
             .map_err(|_| WalError::Locked(dir.to_owned()))?;
         segment::remove_spares(dir).map_err(io_err(dir))?;
-        let Replayed {
-            index,
-            mut segments,
-        } = replay(dir, &options)?;
+        let Replayed { index, segments } = replay(dir, &options)?;
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
             readers: Mutex::new(BTreeMap::new()),
@@ -332,33 +329,16 @@ impl Wal {
             let p = segment::path(dir, *seq);
             shared.add_reader(*seq, File::open(&p).map_err(io_err(&p))?);
         }
-        // Writes always go to a fresh segment whose header carries the pointers.
         let pointers = shared.lock_index().pointers;
-        let seq = segments.keys().next_back().map_or(1, |s| s + 1);
-        let mut head = Vec::new();
-        let mut payload = Vec::new();
-        let kind = record::encode(&record::Record::State(pointers), &mut payload);
-        crate::store::frame::put_frame(&mut head, kind, &payload);
-        let file = segment::create(dir, seq, &head).map_err(io_err(dir))?;
-        let p = segment::path(dir, seq);
-        shared.add_reader(seq, File::open(&p).map_err(io_err(&p))?);
-        segments.insert(seq, SegInfo::default());
-        // The first segment is an appended one (no startup wait for a file of zeros); the
-        // writer moves to a preallocated one as soon as it is ready.
-        let mut writer = Writer {
-            dir: dir.to_owned(),
-            shared: shared.clone(),
-            file,
-            seq,
-            size: (segment::MAGIC.len() + head.len()) as u64,
-            segment_limit: options.segment_bytes,
+        let writer = Writer::start(
+            dir.to_owned(),
+            shared.clone(),
             segments,
             pointers,
-            preallocate: options.preallocate,
-            active_preallocated: false,
-            spare: None,
-        };
-        writer.prepare_next();
+            options.segment_bytes,
+            options.preallocate,
+        )
+        .map_err(io_err(dir))?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("raft-log".into())

@@ -114,13 +114,13 @@ pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Spare> {
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
             file.write_all(&zeros[..n])?;
+            // (Also makes the size durable: the last piece's sync is the spare's.)
             file.sync_data()?;
             left -= n as u64;
             if left > 0 {
                 std::thread::sleep(SPARE_PAUSE);
             }
         }
-        file.sync_all()?;
         Ok(file)
     };
     match fill() {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -47,20 +47,20 @@ pub struct SegInfo {
 
 /// State owned by the writer thread.
 pub struct Writer {
-    pub(super) dir: PathBuf,
-    pub(super) shared: Arc<Shared>,
-    pub(super) file: File,
-    pub(super) seq: u64,
-    pub(super) size: u64,
-    pub(super) segment_limit: u64,
-    pub(super) segments: BTreeMap<u64, SegInfo>,
-    pub(super) pointers: Pointers,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    file: File,
+    seq: u64,
+    size: u64,
+    segment_limit: u64,
+    segments: BTreeMap<u64, SegInfo>,
+    pointers: Pointers,
     /// Whether segments are preallocated at all.
-    pub(super) preallocate: bool,
+    preallocate: bool,
     /// Whether the active segment is a preallocated one.
-    pub(super) active_preallocated: bool,
+    active_preallocated: bool,
     /// The next segment being prepared.
-    pub(super) spare: Option<JoinHandle<std::io::Result<segment::Spare>>>,
+    spare: Option<JoinHandle<std::io::Result<segment::Spare>>>,
 }
 
 /// Most operations taken into one group commit.
@@ -70,7 +70,69 @@ fn copy_err(e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), e.to_string())
 }
 
+/// Creates segment `seq` (in `spare` when one is given) with a header carrying `pointers`,
+/// and registers a reader for it; returns the file, its size and whether it is preallocated.
+fn new_segment(
+    dir: &Path,
+    shared: &Shared,
+    seq: u64,
+    pointers: Pointers,
+    spare: Option<segment::Spare>,
+) -> std::io::Result<(File, u64, bool)> {
+    let mut head = Vec::new();
+    let mut payload = Vec::new();
+    let kind = record::encode(&Record::State(pointers), &mut payload);
+    put_frame(&mut head, kind, &payload);
+    let (file, preallocated) = match spare {
+        Some(spare) => (segment::install_spare(dir, seq, spare, &head)?, true),
+        None => (segment::create(dir, seq, &head)?, false),
+    };
+    shared.add_reader(seq, File::open(segment::path(dir, seq))?);
+    Ok((
+        file,
+        (segment::MAGIC.len() + head.len()) as u64,
+        preallocated,
+    ))
+}
+
 impl Writer {
+    /// A writer for a log whose replayed segments are `segments`: writes always go to a fresh
+    /// segment after them, whose header carries the pointers. That first one is an appended
+    /// one (no startup wait for a file of zeros); the writer moves to a preallocated one as
+    /// soon as it is ready.
+    pub(super) fn start(
+        dir: PathBuf,
+        shared: Arc<Shared>,
+        mut segments: BTreeMap<u64, SegInfo>,
+        pointers: Pointers,
+        segment_limit: u64,
+        preallocate: bool,
+    ) -> std::io::Result<Writer> {
+        let seq = segments.keys().next_back().map_or(1, |s| s + 1);
+        let (file, size, _) = new_segment(&dir, &shared, seq, pointers, None)?;
+        segments.insert(seq, SegInfo::default());
+        let mut writer = Writer {
+            dir,
+            shared,
+            file,
+            seq,
+            size,
+            segment_limit,
+            segments,
+            pointers,
+            preallocate,
+            active_preallocated: false,
+            spare: None,
+        };
+        writer.prepare_next();
+        Ok(writer)
+    }
+
+    /// Whether a spare is prepared (or its preparation failed) and can be taken.
+    fn spare_finished(&self) -> bool {
+        self.spare.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
     /// Runs until every sender is gone.
     pub fn run(mut self, rx: Receiver<Op>) {
         while let Ok(first) = rx.recv() {
@@ -103,7 +165,7 @@ impl Writer {
     }
 
     /// Starts preparing the next segment on a helper thread, unless one is under way.
-    pub(super) fn prepare_next(&mut self) {
+    fn prepare_next(&mut self) {
         if !self.preallocate || self.spare.is_some() {
             return;
         }
@@ -123,7 +185,7 @@ impl Writer {
     /// The prepared spare, if its preparation has finished (a failed one is logged and
     /// dropped; the next rotation prepares another).
     fn ready_spare(&mut self) -> Option<segment::Spare> {
-        if !self.spare.as_ref().is_some_and(JoinHandle::is_finished) {
+        if !self.spare_finished() {
             return None;
         }
         match self.spare.take()?.join() {
@@ -223,8 +285,9 @@ impl Writer {
             }
             // A full segment is replaced; so is an appended one (the first after an open, or
             // one written while no spare was ready) as soon as a preallocated one is ready.
-            let spare_ready = self.spare.as_ref().is_some_and(JoinHandle::is_finished);
-            if self.size >= self.segment_limit || (!self.active_preallocated && spare_ready) {
+            if self.size >= self.segment_limit
+                || (!self.active_preallocated && self.spare_finished())
+            {
                 if let Err(e) = self.rotate() {
                     tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new raft log segment");
                     self.shared.fail(&e);
@@ -242,19 +305,12 @@ impl Writer {
     /// Starts a new segment whose header carries the current pointers.
     fn rotate(&mut self) -> std::io::Result<()> {
         let seq = self.seq + 1;
-        let mut head = Vec::new();
-        let mut payload = Vec::new();
-        let kind = record::encode(&Record::State(self.pointers), &mut payload);
-        put_frame(&mut head, kind, &payload);
-        let (file, preallocated) = match self.ready_spare() {
-            Some(spare) => (segment::install_spare(&self.dir, seq, spare, &head)?, true),
-            None => (segment::create(&self.dir, seq, &head)?, false),
-        };
-        let reader = File::open(segment::path(&self.dir, seq))?;
-        self.shared.add_reader(seq, reader);
+        let spare = self.ready_spare();
+        let (file, size, preallocated) =
+            new_segment(&self.dir, &self.shared, seq, self.pointers, spare)?;
         self.file = file;
         self.seq = seq;
-        self.size = (segment::MAGIC.len() + head.len()) as u64;
+        self.size = size;
         self.active_preallocated = preallocated;
         self.segments.insert(seq, SegInfo::default());
         tracing::debug!(segment = seq, preallocated, "raft log: new segment");

@@ -1,10 +1,13 @@
 //! Rijndael with a 128-bit block and a 128- or 160-bit key, with an explicit round-key
 //! schedule that callers may alter (V6 XORs three bytes of it).
 //!
-//! The S-box and the MixColumns multiplication tables are computed at compile time; the
-//! rounds are written plainly (about seventy blocks per activation on each side).
+//! The key schedule is computed here (the S-box at compile time); the rounds are the `aes`
+//! crate's single-round functions (`aes::hazmat`: AES-NI where the CPU has it, its
+//! constant-time software rounds elsewhere), so a non-standard schedule or round count costs
+//! no more than AES itself. About seventy blocks go through it per activation on each side.
 
 use super::Block128;
+use aes::hazmat;
 
 const fn gf_mul(mut a: u8, mut b: u8) -> u8 {
     let mut p = 0u8;
@@ -53,42 +56,17 @@ const fn build_sbox() -> [u8; 256] {
     sbox
 }
 
-const fn build_inv_sbox(sbox: &[u8; 256]) -> [u8; 256] {
-    let mut inv = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        inv[sbox[i] as usize] = i as u8;
-        i += 1;
-    }
-    inv
-}
-
-const fn build_mul(k: u8) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = gf_mul(i as u8, k);
-        i += 1;
-    }
-    t
-}
-
-/// Multiplication tables for (Inv)MixColumns, computed at compile time.
-const MUL2: [u8; 256] = build_mul(2);
-const MUL3: [u8; 256] = build_mul(3);
-const MUL9: [u8; 256] = build_mul(9);
-const MUL11: [u8; 256] = build_mul(11);
-const MUL13: [u8; 256] = build_mul(13);
-const MUL14: [u8; 256] = build_mul(14);
-
 const SBOX: [u8; 256] = build_sbox();
-const INV_SBOX: [u8; 256] = build_inv_sbox(&SBOX);
 const RCON: [u8; 10] = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1b, 0x36];
 
 /// A Rijndael instance: block 128 bits, `Nk` = 4 or 5 key words, `Nr` = Nk + 6 rounds.
 #[derive(Clone)]
 pub struct Rijndael {
     round_keys: Vec<[u8; 16]>,
+    /// The schedule as the rounds take it: encryption keys, round 0 first.
+    enc: Vec<aes::Block>,
+    /// Decryption keys of the equivalent inverse cipher: InvMixColumns of the middle ones.
+    dec: Vec<aes::Block>,
 }
 
 impl std::fmt::Debug for Rijndael {
@@ -141,7 +119,35 @@ impl Rijndael {
                 rk
             })
             .collect();
-        Some(Self { round_keys })
+        let mut r = Self {
+            round_keys,
+            enc: Vec::new(),
+            dec: Vec::new(),
+        };
+        r.prepare();
+        Some(r)
+    }
+
+    /// Derives the round functions' keys from `round_keys` (after every change to it).
+    fn prepare(&mut self) {
+        let nr = self.rounds();
+        self.enc = self
+            .round_keys
+            .iter()
+            .map(|k| aes::Block::from(*k))
+            .collect();
+        self.dec = self
+            .enc
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut k = *k;
+                if i != 0 && i != nr {
+                    hazmat::inv_mix_columns(&mut k);
+                }
+                k
+            })
+            .collect();
     }
 
     /// Number of rounds (10 for AES-128, 11 for the 160-bit key).
@@ -157,93 +163,45 @@ impl Rijndael {
     /// XORs `value` into byte `byte` of round key `round` (used for V6's altered schedule).
     pub fn tamper(&mut self, round: usize, byte: usize, value: u8) {
         self.round_keys[round][byte] ^= value;
+        self.prepare();
     }
 }
 
-fn add_round_key(s: &mut [u8; 16], rk: &[u8; 16]) {
-    for (a, b) in s.iter_mut().zip(rk) {
-        *a ^= b;
+fn xor(b: &mut aes::Block, k: &aes::Block) {
+    for (x, y) in b.iter_mut().zip(k.iter()) {
+        *x ^= y;
     }
 }
 
-fn sub_bytes(s: &mut [u8; 16], table: &[u8; 256]) {
-    for b in s.iter_mut() {
-        *b = table[*b as usize];
-    }
-}
-
-/// State byte index for row r, column c (column-major, as the input is laid out).
-const fn idx(r: usize, c: usize) -> usize {
-    c * 4 + r
-}
-
-fn shift_rows(s: &mut [u8; 16]) {
-    let o = *s;
-    for r in 1..4 {
-        for c in 0..4 {
-            s[idx(r, c)] = o[idx(r, (c + r) % 4)];
-        }
-    }
-}
-
-fn inv_shift_rows(s: &mut [u8; 16]) {
-    let o = *s;
-    for r in 1..4 {
-        for c in 0..4 {
-            s[idx(r, (c + r) % 4)] = o[idx(r, c)];
-        }
-    }
-}
-
-fn mix_columns(s: &mut [u8; 16]) {
-    for c in 0..4 {
-        let [a0, a1, a2, a3] =
-            [s[4 * c], s[4 * c + 1], s[4 * c + 2], s[4 * c + 3]].map(usize::from);
-        s[4 * c] = MUL2[a0] ^ MUL3[a1] ^ a2 as u8 ^ a3 as u8;
-        s[4 * c + 1] = a0 as u8 ^ MUL2[a1] ^ MUL3[a2] ^ a3 as u8;
-        s[4 * c + 2] = a0 as u8 ^ a1 as u8 ^ MUL2[a2] ^ MUL3[a3];
-        s[4 * c + 3] = MUL3[a0] ^ a1 as u8 ^ a2 as u8 ^ MUL2[a3];
-    }
-}
-
-fn inv_mix_columns(s: &mut [u8; 16]) {
-    for c in 0..4 {
-        let [a0, a1, a2, a3] =
-            [s[4 * c], s[4 * c + 1], s[4 * c + 2], s[4 * c + 3]].map(usize::from);
-        s[4 * c] = MUL14[a0] ^ MUL11[a1] ^ MUL13[a2] ^ MUL9[a3];
-        s[4 * c + 1] = MUL9[a0] ^ MUL14[a1] ^ MUL11[a2] ^ MUL13[a3];
-        s[4 * c + 2] = MUL13[a0] ^ MUL9[a1] ^ MUL14[a2] ^ MUL11[a3];
-        s[4 * c + 3] = MUL11[a0] ^ MUL13[a1] ^ MUL9[a2] ^ MUL14[a3];
-    }
-}
+/// The all-zero round key: a full round with it, then the inverse of its (Inv)MixColumns,
+/// is the last round, which has no (Inv)MixColumns.
+const ZERO: [u8; 16] = [0; 16];
 
 impl Block128 for Rijndael {
     fn encrypt_block(&self, s: &mut [u8; 16]) {
         let nr = self.rounds();
-        add_round_key(s, &self.round_keys[0]);
-        for round in 1..nr {
-            sub_bytes(s, &SBOX);
-            shift_rows(s);
-            mix_columns(s);
-            add_round_key(s, &self.round_keys[round]);
+        let mut b = aes::Block::from(*s);
+        xor(&mut b, &self.enc[0]);
+        for k in &self.enc[1..nr] {
+            hazmat::cipher_round(&mut b, k);
         }
-        sub_bytes(s, &SBOX);
-        shift_rows(s);
-        add_round_key(s, &self.round_keys[nr]);
+        hazmat::cipher_round(&mut b, &aes::Block::from(ZERO));
+        hazmat::inv_mix_columns(&mut b);
+        xor(&mut b, &self.enc[nr]);
+        *s = b.into();
     }
 
     fn decrypt_block(&self, s: &mut [u8; 16]) {
         let nr = self.rounds();
-        add_round_key(s, &self.round_keys[nr]);
-        inv_shift_rows(s);
-        sub_bytes(s, &INV_SBOX);
-        for round in (1..nr).rev() {
-            add_round_key(s, &self.round_keys[round]);
-            inv_mix_columns(s);
-            inv_shift_rows(s);
-            sub_bytes(s, &INV_SBOX);
+        let mut b = aes::Block::from(*s);
+        xor(&mut b, &self.dec[nr]);
+        for k in self.dec[1..nr].iter().rev() {
+            hazmat::equiv_inv_cipher_round(&mut b, k);
         }
-        add_round_key(s, &self.round_keys[0]);
+        hazmat::equiv_inv_cipher_round(&mut b, &aes::Block::from(ZERO));
+        hazmat::mix_columns(&mut b);
+        xor(&mut b, &self.dec[0]);
+        *s = b.into();
     }
 }
 
@@ -263,7 +221,6 @@ mod tests {
     fn sbox_known_values() {
         assert_eq!(SBOX[0x00], 0x63);
         assert_eq!(SBOX[0x53], 0xed);
-        assert_eq!(INV_SBOX[0x63], 0x00);
     }
 
     /// FIPS-197 Appendix C.1 (AES-128) and Appendix A.1 key expansion.

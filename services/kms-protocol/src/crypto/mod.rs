@@ -1,8 +1,8 @@
 //! Cryptography of the KMS protocol.
 //!
-//! - [`rijndael`]: a small table-free Rijndael core with an explicit key schedule, for
-//!   the two ciphers the `aes` crate cannot express: V4's 160-bit-key Rijndael and V6's
-//!   AES-128 with three altered round-key bytes.
+//! - [`rijndael`]: an explicit Rijndael key schedule driving the `aes` crate's single-round
+//!   functions, for the two ciphers `aes::Aes128` cannot express: V4's 160-bit-key Rijndael
+//!   and V6's AES-128 with three altered round-key bytes.
 //! - [`cbc`]: CBC mode and PKCS#7 over any [`Block128`] cipher.
 //! - [`keys`]: the fixed protocol keys and the ready-made ciphers per version (V5 uses the
 //!   RustCrypto `aes` crate).

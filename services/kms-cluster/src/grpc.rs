@@ -384,7 +384,8 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let span = crate::trace_ctx::server_span("cluster.forward", request.metadata());
         let commands = pb::forward_commands(request.into_inner())?;
-        let outcome = if self.handover.is_closed() {
+        let admitted = self.handover.enter();
+        let outcome = if admitted.is_none() {
             // Handing leadership over: no leader to name yet; the sender retries.
             ForwardOutcome::NotLeader {
                 leader_id: None,
@@ -574,7 +575,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::Ack>, Status> {
         let peer = request.remote_addr();
         let ask = pb::Rejoin::try_from(request.into_inner())?;
-        self.check_not_handing_over()?;
+        let _write = self.check_not_handing_over()?;
         let outcome = self.take_back(&ask).await;
         if let Err(e) = &outcome {
             tracing::warn!(node_id = ask.node_id, error = %e, "rejoin of a wiped node not done");
@@ -603,7 +604,7 @@ impl Cluster for ClusterService {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let registration = pb::register_from_pb(request.into_inner())?;
-        self.check_not_handing_over()?;
+        let _write = self.check_not_handing_over()?;
         let result = self
             .raft
             .client_write(ClusterRequest::register(registration))
@@ -638,15 +639,15 @@ impl ClusterService {
     /// Refuses a write while this node hands its leadership over: its successor was told the
     /// last log index, and an entry appended now would make the successor's log look stale
     /// to the other voters. The caller retries at the next leader.
-    fn check_not_handing_over(&self) -> Result<(), Status> {
-        if self.handover.is_closed() {
+    fn check_not_handing_over(&self) -> Result<crate::handover::GateWrite, Status> {
+        let Some(write) = self.handover.enter() else {
             return Err(WireError::NotLeader {
                 leader_id: None,
                 leader_addr: None,
             }
             .to_status());
-        }
-        Ok(())
+        };
+        Ok(write)
     }
 
     /// The leader's part of a rejoin: remove the node (voter or learner), add it again as a

@@ -23,24 +23,60 @@
 use crate::network::ClusterClient;
 use crate::{Node, NodeId, Raft};
 use openraft::{RaftMetrics, ServerState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Closed while this node hands its leadership over: it takes no new writes.
+/// Closed while this node hands its leadership over: it takes no new writes. It also counts
+/// the writes under way ([`HandoverGate::enter`]): a write handed to Raft just before the
+/// gate closed may not be in the log yet, so the hand-over waits for them before it picks a
+/// successor (else the successor is told a last log index that a later entry makes stale).
 #[derive(Debug, Clone, Default)]
-pub struct HandoverGate(Arc<AtomicBool>);
+pub struct HandoverGate(Arc<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: AtomicBool,
+    writers: AtomicUsize,
+}
+
+/// A write admitted through an open gate; the gate counts it until it is dropped.
+#[derive(Debug)]
+pub struct GateWrite(Arc<GateState>);
+
+impl Drop for GateWrite {
+    fn drop(&mut self) {
+        self.0.writers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl HandoverGate {
     /// Stops new writes on this node.
     pub fn close(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.closed.store(true, Ordering::SeqCst);
     }
 
     /// Whether writes are refused (a hand-over has begun).
     pub fn is_closed(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.closed.load(Ordering::SeqCst)
+    }
+
+    /// Admits one write (hold the result until the write returns), or None once closed.
+    /// Counted before the check, so a write either sees the gate closed or is seen by
+    /// [`HandoverGate::writers`] after `close`.
+    pub fn enter(&self) -> Option<GateWrite> {
+        self.0.writers.fetch_add(1, Ordering::SeqCst);
+        let write = GateWrite(self.0.clone());
+        if self.is_closed() {
+            return None; // dropping `write` uncounts it
+        }
+        Some(write)
+    }
+
+    /// Writes admitted and not yet returned.
+    pub fn writers(&self) -> usize {
+        self.0.writers.load(Ordering::SeqCst)
     }
 }
 
@@ -161,7 +197,14 @@ pub async fn hand_over(
     let mut next_heartbeat = Instant::now();
     let candidates = loop {
         let m = rx.borrow_and_update().clone();
-        match successors(&m) {
+        // Writes admitted before the gate closed are waited for: until they return, the
+        // log may still grow.
+        let ready = if gate.writers() > 0 {
+            Err(NoSuccessor::Unapplied)
+        } else {
+            successors(&m)
+        };
+        match ready {
             Ok(ids) => break ids,
             Err(NoSuccessor::NotLeader) => {
                 return Some(failed(None, "lost leadership while preparing".into()))
@@ -372,6 +415,22 @@ async fn campaign(raft: Raft, term: u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_gate_counts_admitted_writes_and_refuses_after_close() {
+        let gate = HandoverGate::default();
+        let a = gate.enter().expect("open gate admits");
+        let b = gate.enter().expect("open gate admits");
+        assert_eq!(gate.writers(), 2);
+        gate.close();
+        assert!(gate.enter().is_none(), "a closed gate admits nothing");
+        assert_eq!(gate.writers(), 2, "a refused write is not counted");
+        drop(a);
+        assert_eq!(gate.writers(), 1);
+        drop(b);
+        assert_eq!(gate.writers(), 0);
+    }
+
     use super::*;
     use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
     use std::collections::{BTreeMap, BTreeSet};

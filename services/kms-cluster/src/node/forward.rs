@@ -49,20 +49,20 @@ impl ClusterNode {
                 (m.current_leader, addr)
             };
             match leader {
-                Some(l) if l == self.config.node_id && self.handover.is_closed() => {
-                    last_error = "leadership is being handed over".into();
-                }
-                Some(l) if l == self.config.node_id => {
-                    let req = ClusterRequest::new(cmds.to_vec());
-                    match tokio::time::timeout_at(deadline, self.raft.client_write(req)).await {
-                        Ok(Ok(resp)) => return Ok(resp.data.results),
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                            last_error = format!("leadership moved to {:?}", f.leader_id);
+                Some(l) if l == self.config.node_id => match self.handover.enter() {
+                    None => last_error = "leadership is being handed over".into(),
+                    Some(_write) => {
+                        let req = ClusterRequest::new(cmds.to_vec());
+                        match tokio::time::timeout_at(deadline, self.raft.client_write(req)).await {
+                            Ok(Ok(resp)) => return Ok(resp.data.results),
+                            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                                last_error = format!("leadership moved to {:?}", f.leader_id);
+                            }
+                            Ok(Err(e)) => last_error = e.to_string(),
+                            Err(_) => last_error = "commit timed out".into(),
                         }
-                        Ok(Err(e)) => last_error = e.to_string(),
-                        Err(_) => last_error = "commit timed out".into(),
                     }
-                }
+                },
                 Some(l) => match leader_addr {
                     Some(addr) => {
                         let client = self.client(&addr);

@@ -218,9 +218,14 @@ impl ClusterNode {
                 _ = tokio::time::sleep(IDENTITY_ROUND * 2) => {}
             }
             let m = self.metrics();
-            if m.state != ServerState::Leader || self.handover.is_closed() {
+            if m.state != ServerState::Leader {
                 continue;
             }
+            // Held through the promotions: their membership changes and writes count as
+            // writes under way for a hand-over, like any other write on the leader.
+            let Some(_write) = self.handover.enter() else {
+                continue;
+            };
             for reg in self.state.registry().into_values() {
                 if reg.voter_wanted {
                     self.promote_one(&m, reg).await;

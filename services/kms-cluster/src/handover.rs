@@ -415,22 +415,6 @@ async fn campaign(raft: Raft, term: u64) {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn the_gate_counts_admitted_writes_and_refuses_after_close() {
-        let gate = HandoverGate::default();
-        let a = gate.enter().expect("open gate admits");
-        let b = gate.enter().expect("open gate admits");
-        assert_eq!(gate.writers(), 2);
-        gate.close();
-        assert!(gate.enter().is_none(), "a closed gate admits nothing");
-        assert_eq!(gate.writers(), 2, "a refused write is not counted");
-        drop(a);
-        assert_eq!(gate.writers(), 1);
-        drop(b);
-        assert_eq!(gate.writers(), 0);
-    }
-
     use super::*;
     use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
     use std::collections::{BTreeMap, BTreeSet};
@@ -500,5 +484,20 @@ mod tests {
     fn a_voter_with_nothing_matched_is_not_caught_up() {
         let m = leader_metrics(&[1, 2], 10, 10, &[(2, None)]);
         assert_eq!(successors(&m), Err(NoSuccessor::NoneCaughtUp));
+    }
+
+    #[test]
+    fn the_gate_counts_admitted_writes_and_refuses_after_close() {
+        let gate = HandoverGate::default();
+        let a = gate.enter().expect("open gate admits");
+        let b = gate.enter().expect("open gate admits");
+        assert_eq!(gate.writers(), 2);
+        gate.close();
+        assert!(gate.enter().is_none(), "a closed gate admits nothing");
+        assert_eq!(gate.writers(), 2, "a refused write is not counted");
+        drop(a);
+        assert_eq!(gate.writers(), 1);
+        drop(b);
+        assert_eq!(gate.writers(), 0);
     }
 }

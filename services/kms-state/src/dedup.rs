@@ -14,6 +14,8 @@
 use imbl::{OrdMap, Vector};
 use uuid::Uuid;
 
+use crate::bulk::fill_order;
+
 /// How many slots an out-of-order insert may move at the back before it uses `Vector::insert`.
 const NEAR_BACK: usize = 64;
 
@@ -149,6 +151,28 @@ impl DedupLog {
             }
         }
         old.is_some()
+    }
+
+    /// Replaces the contents with `entries` (a snapshot's requests section), strictly
+    /// increasing by `(time_ms, request_id)` as its reader checks; fails with the id of a
+    /// request listed twice. The id map is filled in sorted order (`crate::bulk`), not in the
+    /// random order the ids come in.
+    pub(crate) fn load(&mut self, entries: Vec<DedupEntry>) -> Result<(), Uuid> {
+        debug_assert!(entries
+            .windows(2)
+            .all(|w| (w[0].time_ms, w[0].request_id) < (w[1].time_ms, w[1].request_id)));
+        let mut ids: Vec<(Uuid, u64)> = entries.iter().map(|e| (e.request_id, e.time_ms)).collect();
+        ids.sort_unstable();
+        if let Some(twice) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(twice[0].0);
+        }
+        let mut times = OrdMap::new();
+        for (id, time) in fill_order(ids) {
+            times.insert(id, time);
+        }
+        self.times = times;
+        self.by_time = entries.iter().map(Slot::new).collect();
+        Ok(())
     }
 
     /// Forgets ids expired at `now_ms`; returns how many.

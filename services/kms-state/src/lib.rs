@@ -10,6 +10,7 @@
 //! to the snapshot codec.
 //!
 //! Module map (one job each):
+//! - `bulk`: the insert order that loads a snapshot's sorted keys into full B+tree leaves.
 //! - `command`: [`Command`], [`Outcome`], [`CommandResult`]: what can change and what it returns.
 //! - `stats`: [`Stats`]: the `slmgr /dlv` request counters.
 //! - `window`: the 30-day CMID window of a count group and its inventory kept beyond it (the
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bulk;
 mod command;
 mod compact;
 mod dedup;

@@ -25,6 +25,7 @@ use kms_protocol::host::HRESULT_COUNT_TOO_LOW;
 use kms_protocol::LicenseState;
 use uuid::Uuid;
 
+use crate::bulk::fill_order;
 use crate::command::Activation;
 use crate::compact::{intern_profile, MachineName, Profile};
 use crate::lifecycle::{lifecycle, Lifecycle, LifecyclePolicy, MachineTimes};
@@ -397,6 +398,25 @@ impl TimedMap {
         replaced
     }
 
+    /// Adds records read from a snapshot: strictly increasing by CMID, each new to the map,
+    /// every CMID above the map's so far (the snapshot reader checks all three). Both trees are
+    /// filled in [`fill_order`], the index after sorting its keys.
+    fn extend_sorted(&mut self, items: Vec<(Uuid, Client)>) {
+        debug_assert!(items.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut keys: Vec<(u64, Uuid)> = items
+            .iter()
+            .map(|(cmid, c)| ((self.time)(c), *cmid))
+            .collect();
+        keys.sort_unstable();
+        for (cmid, client) in fill_order(items) {
+            let replaced = self.records.insert(cmid, client);
+            debug_assert!(replaced.is_none(), "extend_sorted: {cmid} already present");
+        }
+        for key in fill_order(keys) {
+            self.by_time.insert(key);
+        }
+    }
+
     /// Changes the record of `cmid` in place, moving its index entry when its time changed;
     /// false when there is none.
     fn update(&mut self, cmid: &Uuid, change: impl FnOnce(&mut Client)) -> bool {
@@ -514,15 +534,16 @@ impl ClientWindow {
             .chain(self.iter_retired().map(|(k, c)| (k, c, false)))
     }
 
-    /// Inserts a whole record (reading a snapshot) into the counted or the retired map;
-    /// returns false when it replaced a record of the same CMID in that map.
-    pub(crate) fn insert(&mut self, cmid: Uuid, client: Client, counted: bool) -> bool {
+    /// Adds whole records read from a snapshot to the counted or the retired map: strictly
+    /// increasing by CMID, above every CMID already in that map, and in neither map yet (the
+    /// snapshot reader checks the order and that no client is both counted and retired).
+    pub(crate) fn extend_sorted(&mut self, clients: Vec<(Uuid, Client)>, counted: bool) {
         let map = if counted {
             &mut self.counted
         } else {
             &mut self.retired
         };
-        map.insert(cmid, client).is_none()
+        map.extend_sorted(clients);
     }
 
     /// Records a request of `a.cmid` and returns the count after it. An answered request
@@ -828,16 +849,36 @@ mod tests {
     }
 
     #[test]
-    fn insert_replaces_record_and_index_entry() {
-        let mut w = ClientWindow::default();
-        let c = Client::new(&act(1, 10), Verdict::Success);
-        assert!(w.insert(Uuid::from_u128(1), c.clone(), true));
-        let later = Client::new(&act(1, 20), Verdict::Success);
-        assert!(!w.insert(Uuid::from_u128(1), later, true));
-        assert!(w.insert(Uuid::from_u128(2), c, false));
-        assert!(w.index_consistent());
-        assert_eq!((w.len(), w.inventory_len()), (1, 2));
-        assert_eq!(w.get(&Uuid::from_u128(1)).unwrap().0.last_seen_ms, 20);
+    fn bulk_loaded_records_match_applied_ones() {
+        // The same clients applied one by one and loaded in chunks (as the snapshot reader
+        // does): equal windows, consistent indexes, and the loaded one keeps working.
+        let mut applied = ClientWindow::default();
+        let mut clients = Vec::new();
+        for i in 0..1000u128 {
+            // Times out of CMID order, so the index is sorted apart from the records.
+            let a = act(i * 7 + 1, 1_000 + ((i * 7919) % 1000) as u64);
+            applied.record(&a, None);
+            clients.push((a.cmid, Client::new(&a, Verdict::Success)));
+        }
+        let mut loaded = ClientWindow::default();
+        for chunk in clients.chunks(333) {
+            loaded.extend_sorted(chunk.to_vec(), true);
+        }
+        assert!(loaded.index_consistent());
+        assert_eq!(loaded, applied);
+        assert_eq!(loaded.len(), 1000);
+        loaded.record(&act(7 * 500 + 1, 5_000), None);
+        loaded.record(&act(1 << 100, 5_000), None);
+        assert!(loaded.index_consistent());
+        assert_eq!(loaded.len(), 1001);
+        assert_eq!(
+            loaded
+                .get(&Uuid::from_u128(7 * 500 + 1))
+                .unwrap()
+                .0
+                .last_seen_ms,
+            5_000
+        );
     }
 
     #[test]

@@ -247,8 +247,21 @@ fn record_level_errors_are_typed() {
     ));
 }
 
-/// A client listed in both the counted and the retired section of its window (a file whose
-/// checksum is right, as a buggy writer would make it) is refused.
+/// Reads the tiny golden state after replacing each `(from, to)` once in its hex (and the
+/// CRC after them): a file whose checksum is right, as a buggy writer would make it. Returns
+/// the error the reader gives.
+fn read_rewritten(replacements: &[(&str, &str)]) -> StateError {
+    let mut body = TINY_GOLDEN[..TINY_GOLDEN.len() - 8].to_owned();
+    for (from, to) in replacements {
+        assert!(body.contains(from), "the golden layout changed: {from}");
+        body = body.replacen(from, to, 1);
+    }
+    let crc = crc32fast::hash(&hex::decode(&body).unwrap());
+    body.push_str(&hex::encode(crc.to_le_bytes()));
+    read(&hex::decode(&body).unwrap()).unwrap_err()
+}
+
+/// A client listed in both the counted and the retired section of its window is refused.
 #[test]
 fn a_client_both_counted_and_retired_is_refused() {
     let client = concat!(
@@ -256,28 +269,48 @@ fn a_client_both_counted_and_retired_is_refused() {
         "408827508827",
         "58b8e093800c60016801",
     );
-    let mut body = TINY_GOLDEN[..TINY_GOLDEN.len() - 8]
-        .replacen(
+    let err = read_rewritten(&[
+        (
             "0d220b0a0777696e646f77731001",
             "0f220d0a0777696e646f777310011801", // Window "windows", 1 counted, 1 retired
-            1,
-        )
-        .replacen(client, &format!("{client}{client}"), 1)
-        .replacen(
+        ),
+        (client, &format!("{client}{client}")),
+        (
             "107a0e0808100218012001280130013801",
             "107a0e0809100218012001280130023801", // End: 9 records, 2 clients
-            1,
-        );
-    assert_eq!(body.matches(client).count(), 2, "the golden layout changed");
-    let crc = crc32fast::hash(&hex::decode(&body).unwrap());
-    body.push_str(&hex::encode(crc.to_le_bytes()));
-    let err = read(&hex::decode(&body).unwrap()).unwrap_err();
+        ),
+    ]);
     assert!(
         matches!(
             err,
             StateError::InvalidRecord {
                 kind: "client",
                 reason: "a client both counted and retired",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// The same request id listed twice (at two times, so the expiry order holds) is refused: a
+/// written state never remembers an id twice.
+#[test]
+fn a_request_id_listed_twice_is_refused() {
+    let request = "193a170a10000000000000000000000000000000aa1088271801";
+    let again = "183a160a10000000000000000000000000000000aa10011801"; // aa again, 1 ms later
+    let err = read_rewritten(&[
+        (request, &format!("{request}{again}")),
+        (
+            "107a0e0808100218012001280130013801",
+            "107a0e0809100218012001280130013802", // End: 9 records, 2 requests
+        ),
+    ]);
+    assert!(
+        matches!(
+            err,
+            StateError::InvalidRecord {
+                reason: "a request id listed twice",
                 ..
             }
         ),

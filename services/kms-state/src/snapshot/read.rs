@@ -49,6 +49,10 @@ impl HostState {
             let kind = inp.next()?;
             if let Kind::End(end) = kind {
                 b.check_end(record, &end)?;
+                b.state
+                    .dedup
+                    .load(std::mem::take(&mut b.requests))
+                    .map_err(|_| Builder::invalid(record, "end", "a request id listed twice"))?;
                 break;
             }
             b.add(record, kind)?;
@@ -71,23 +75,10 @@ enum Section {
     Requests,
 }
 
-/// Clients arrive sorted by CMID; they are inserted a chunk at a time in a shuffled order. The
-/// persistent B+tree splits full leaves in halves, so inserting sorted keys would leave every
-/// leaf half full; a random order fills them to about 70%, as live inserts do. The order of
-/// inserts does not change the resulting state, only its memory layout.
+/// Clients arrive sorted by CMID; they are added a chunk at a time, each chunk in the order
+/// that fills the B+tree's leaves (`crate::bulk`). The order of inserts does not change the
+/// resulting state, only its memory layout and the time it takes.
 const INSERT_CHUNK: usize = 8192;
-
-/// Fisher-Yates with a fixed xorshift sequence: reproducible, and good enough to break up runs.
-fn shuffle<T>(items: &mut [T], seed: &mut u64) {
-    for i in (1..items.len()).rev() {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        // `i + 1 <= INSERT_CHUNK`, so both conversions are lossless.
-        let j = (*seed % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
-}
 
 /// The window whose clients are being read.
 struct OpenWindow {
@@ -100,8 +91,8 @@ struct OpenWindow {
     counting: bool,
     /// CMID of the previous client of the section (they come sorted).
     last: Option<Uuid>,
-    /// Clients read but not inserted yet, with whether they are counted.
-    pending: Vec<(Uuid, Client, bool)>,
+    /// Clients read but not inserted yet, all of the current section (counted or retired).
+    pending: Vec<(Uuid, Client)>,
 }
 
 /// Builds the state from records, checking their order and contents.
@@ -116,7 +107,8 @@ struct Builder {
     last_group: Option<String>,
     /// `(time_ms, request_id)` of the previous request.
     last_request: Option<(u64, Uuid)>,
-    seed: u64,
+    /// The requests section, loaded at its end in one go (`DedupLog::load`).
+    requests: Vec<DedupEntry>,
     counts: pb::End,
 }
 
@@ -130,7 +122,7 @@ impl Default for Builder {
             window: None,
             last_group: None,
             last_request: None,
-            seed: 0x9e37_79b9_7f4a_7c15,
+            requests: Vec::new(),
             counts: pb::End::default(),
         }
     }
@@ -436,7 +428,6 @@ impl Builder {
                         last_failure_hresult: c.last_failure_hresult,
                         consecutive_failures,
                     },
-                    counted,
                 ));
                 if counted {
                     window.counted_left -= 1;
@@ -470,8 +461,7 @@ impl Builder {
                         "requests out of expiry order or repeated",
                     ));
                 }
-                // In expiry order, so this appends; the id map gets them in random order.
-                self.state.dedup.insert(DedupEntry {
+                self.requests.push(DedupEntry {
                     request_id,
                     time_ms,
                     active_clients: q.active_clients,
@@ -495,11 +485,9 @@ impl Builder {
         let Some(open) = &mut self.window else {
             return;
         };
-        shuffle(&mut open.pending, &mut self.seed);
+        let pending = std::mem::take(&mut open.pending);
         if let Some(window) = self.state.windows.get_mut(&*open.name) {
-            for (cmid, client, counted) in open.pending.drain(..) {
-                window.insert(cmid, client, counted);
-            }
+            window.extend_sorted(pending, open.counting);
         }
     }
 

@@ -43,7 +43,7 @@ start_node() {
     local name=$1 ip=$2
     shift 2
     taskset -c "$SERVER_CPU" "$BIN/kmsd" --listen "$ip:1688" --admin-listen "$ip:9688" \
-        --cluster-listen "$ip:9689" --data-dir "$DIR/$name" --log-level warn "$@" \
+        --cluster-listen "$ip:9689" --data-dir "$DIR/$name" --log-level warn ${KMSD_ARGS:-} "$@" \
         >/dev/null 2>>"$DIR/$name.log" &
     PID=$!
     pids+=("$PID")

@@ -23,6 +23,19 @@ impl ClusterNode {
         // follower (docs/benchmarks.md, "Step 6: the cluster port and forwarding").
         let inflight = Arc::new(Semaphore::new(self.config.max_inflight.max(1)));
         while let Some(first) = rx.recv().await {
+            // A slot first, then the batch: whatever arrives while the batches in flight
+            // still wait for their flush and acknowledgements joins this one, so under load
+            // batches fill (one log entry, one fsync, one append to each follower for many)
+            // and an idle node still commits a lone request at once. Waiting for a slot
+            // counts against the oldest request's deadline: a request never waits longer
+            // than the commit timeout because earlier batches are stuck.
+            let oldest = first.1 + self.config.commit_timeout;
+            let permit =
+                match tokio::time::timeout_at(oldest, inflight.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(_)) => break,
+                    Err(_) => None,
+                };
             let mut jobs = vec![first];
             while jobs.len() < self.config.max_batch {
                 match rx.try_recv() {
@@ -36,14 +49,6 @@ impl ClusterNode {
                 .min()
                 .unwrap_or_else(tokio::time::Instant::now)
                 + self.config.commit_timeout;
-            // Waiting for a slot counts against the deadline: a request never waits longer
-            // than the commit timeout because earlier batches are stuck.
-            let permit =
-                match tokio::time::timeout_at(deadline, inflight.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => Some(p),
-                    Ok(Err(_)) => break,
-                    Err(_) => None,
-                };
             let node = self.clone();
             // One span per batch: child of the first request's span, linked to the others.
             let span = tracing::trace_span!(

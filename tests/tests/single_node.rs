@@ -150,6 +150,54 @@ fn restart_keeps_counts_epids_and_statistics() {
     assert_eq!(o["hwid"], office["hwid"]);
 }
 
+/// A clean stop snapshots what the node applied, so the next start reads the snapshot and
+/// replays no log; the counts come back the same.
+#[test]
+fn a_clean_stop_snapshots_what_was_applied() {
+    let dir = data_dir();
+    // One activation at a time is one log entry: 400 entries stay below the interval (no
+    // snapshot while running) and above a tenth of it (a snapshot at the stop).
+    let mut k = Kmsd::start(&dir.path().join("d"), &["--snapshot-every", "1000"]);
+    let host = k.kms.ip().to_string();
+    let port = k.kms.port().to_string();
+    let out = kmsctl(&[
+        "bench",
+        "--host",
+        &host,
+        "--port",
+        &port,
+        "--count",
+        "400",
+        "--concurrency",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "bench failed: {out:?}");
+    let before = k.status();
+    assert_eq!(before["total_requests"], 400);
+    assert!(
+        before["raft"]["snapshot_index"].is_null(),
+        "no snapshot before the stop: {}",
+        before["raft"]
+    );
+    let applied = before["raft"]["applied_index"].as_u64().expect("applied index");
+    k.restart();
+    assert!(
+        k.log_text().contains("final snapshot taken"),
+        "the stop took no snapshot; log:\n{}",
+        k.log_text()
+    );
+    let after = k.status();
+    assert!(
+        after["raft"]["snapshot_index"].as_u64() >= Some(applied),
+        "snapshot {} does not cover the {applied} entries applied before the stop",
+        after["raft"]
+    );
+    for key in ["total_requests", "requests_by_license_state", "groups"] {
+        assert_eq!(before[key], after[key], "{key} changed across restart");
+    }
+}
+
 #[test]
 fn unlicensed_group_is_refused_and_counted_as_failed() {
     let dir = data_dir();

@@ -11,7 +11,8 @@
 //! sizes), `batcher` (group commit of submitted commands), `forward` (committing a batch on the
 //! leader or through it), `local` (serve-local answers and outbox replay), `quorum` (when the
 //! node last knew a leader with a quorum), `bootstrap` (initializing a new cluster), `status`
-//! (the Raft view for `/status`). This file holds the node itself: start, submit, shutdown.
+//! (the Raft view for `/status`), `stop_snapshot` (the snapshot a stopping node takes). This
+//! file holds the node itself: start, submit, shutdown.
 
 mod batcher;
 mod bootstrap;
@@ -22,6 +23,7 @@ mod local;
 mod quorum;
 mod rejoin;
 mod status;
+mod stop_snapshot;
 
 pub use config::{Bootstrap, NodeConfig, QuorumLoss};
 
@@ -342,6 +344,19 @@ impl ClusterNode {
                 "leadership not handed over; the other voters will elect a leader"
             ),
             None => {}
+        }
+        match stop_snapshot::take(&self.raft, self.config.snapshot_every, stop_snapshot::DEADLINE)
+            .await
+        {
+            stop_snapshot::Outcome::Taken { index, took } => tracing::info!(
+                index,
+                took_ms = took.as_millis() as u64,
+                "final snapshot taken; the next start replays no log"
+            ),
+            stop_snapshot::Outcome::NotTaken => tracing::warn!(
+                "no final snapshot before stopping; the next start replays the log since the last one"
+            ),
+            stop_snapshot::Outcome::Skipped => {}
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

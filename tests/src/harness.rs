@@ -392,6 +392,27 @@ pub fn kmsctl(args: &[&str]) -> Output {
         .expect("run kmsctl")
 }
 
+/// Runs `kmsctl bench --json` against the KMS address `kms`: `count` activations at
+/// `concurrency`, then the `extra` flags (rate, protocol, timeout, log file...).
+pub fn bench(kms: SocketAddr, count: u64, concurrency: u64, extra: &[&str]) -> Output {
+    let (host, port) = (kms.ip().to_string(), kms.port().to_string());
+    let (count, concurrency) = (count.to_string(), concurrency.to_string());
+    let mut args = vec![
+        "bench",
+        "--host",
+        &host,
+        "--port",
+        &port,
+        "--count",
+        &count,
+        "--concurrency",
+        &concurrency,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    kmsctl(&args)
+}
+
 /// Runs `kmsctl` with `args` and asserts it succeeded (the failure shows its output).
 pub fn kmsctl_ok(args: &[&str]) -> Output {
     let out = kmsctl(args);

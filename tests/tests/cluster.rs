@@ -4,7 +4,7 @@
 //! restarts from disk and a wiped node's rejoin by snapshot keep the state.
 
 use kms_tests::cluster::LocalCluster;
-use kms_tests::harness::{kmsctl, kmsctl_ok, Kmsd};
+use kms_tests::harness::{bench, kmsctl_ok, Kmsd};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -90,35 +90,21 @@ fn killing_the_leader_during_a_bench_loses_and_doubles_nothing() {
     let leader = c.wait_leader(Duration::from_secs(10));
     let target = (leader + 1) % 3;
     let log = c.dir.path().join("bench.jsonl");
-    let port = c.nodes[target].kms.port().to_string();
-    let host = c.nodes[target].kms.ip().to_string();
-    let bench = {
-        let args = [
-            "bench",
-            "--host",
-            &host,
-            "--port",
-            &port,
-            "--count",
-            "3000",
-            "--concurrency",
-            "16",
+    let kms = c.nodes[target].kms;
+    let log_arg = log.to_str().unwrap().to_string();
+    let bench = std::thread::spawn(move || {
+        let extra = [
             "--rate",
             "1000",
             "--protocol",
             "6",
-            "--json",
             "--timeout-ms",
             "5000",
             "--log",
-            log.to_str().unwrap(),
-        ]
-        .map(String::from);
-        std::thread::spawn(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            kmsctl(&a)
-        })
-    };
+            &log_arg,
+        ];
+        bench(kms, 3000, 16, &extra)
+    });
     std::thread::sleep(Duration::from_millis(1200));
     let killed_at = Instant::now();
     c.nodes[leader].kill();
@@ -207,19 +193,7 @@ fn killing_the_leader_during_a_bench_loses_and_doubles_nothing() {
 #[test]
 fn restart_all_nodes_from_disk_and_rejoin_a_wiped_node_by_snapshot() {
     let mut c = LocalCluster::start(3, &["--snapshot-every", "20"]);
-    let port = c.nodes[0].kms.port().to_string();
-    let out = kmsctl(&[
-        "bench",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--count",
-        "400",
-        "--concurrency",
-        "4",
-        "--json",
-    ]);
+    let out = bench(c.nodes[0].kms, 400, 4, &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -7,7 +7,7 @@
 //! - killing a node makes `KmsNodeDown` pending (then firing).
 
 use kms_tests::cluster::LocalCluster;
-use kms_tests::harness::kmsctl;
+use kms_tests::harness;
 use kms_tests::observability::{dashboard_queries, rule_exprs, substitute_macros};
 use kms_tests::prom::Prometheus;
 use std::time::{Duration, Instant};
@@ -20,28 +20,11 @@ fn bench(
     state: &str,
     products: &[&str],
 ) -> (u64, u64) {
-    let n = &cluster.nodes[node];
-    let host = n.kms.ip().to_string();
-    let port = n.kms.port().to_string();
-    let count = count.to_string();
-    let mut args = vec![
-        "bench",
-        "--host",
-        &host,
-        "--port",
-        &port,
-        "--count",
-        &count,
-        "--concurrency",
-        "16",
-        "--license-state",
-        state,
-        "--json",
-    ];
+    let mut extra = vec!["--license-state", state];
     for p in products {
-        args.extend(["--product", p]);
+        extra.extend(["--product", p]);
     }
-    let out = kmsctl(&args);
+    let out = harness::bench(cluster.nodes[node].kms, count as u64, 16, &extra);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "bench output: {e}: {}\n{}",

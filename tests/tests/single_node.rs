@@ -1,7 +1,7 @@
 //! End-to-end tests of a single `kmsd` process driven by the real `kmsctl` binary over
 //! loopback: protocols, products, counting, persistence, operator policy.
 
-use kms_tests::harness::{kmsctl, Kmsd};
+use kms_tests::harness::{bench, kmsctl, Kmsd};
 
 fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -158,20 +158,7 @@ fn a_clean_stop_snapshots_what_was_applied() {
     // One activation at a time is one log entry: 400 entries stay below the interval (no
     // snapshot while running) and above a tenth of it (a snapshot at the stop).
     let mut k = Kmsd::start(&dir.path().join("d"), &["--snapshot-every", "1000"]);
-    let host = k.kms.ip().to_string();
-    let port = k.kms.port().to_string();
-    let out = kmsctl(&[
-        "bench",
-        "--host",
-        &host,
-        "--port",
-        &port,
-        "--count",
-        "400",
-        "--concurrency",
-        "1",
-        "--json",
-    ]);
+    let out = bench(k.kms, 400, 1, &[]);
     assert!(out.status.success(), "bench failed: {out:?}");
     let before = k.status();
     assert_eq!(before["total_requests"], 400);
@@ -180,7 +167,9 @@ fn a_clean_stop_snapshots_what_was_applied() {
         "no snapshot before the stop: {}",
         before["raft"]
     );
-    let applied = before["raft"]["applied_index"].as_u64().expect("applied index");
+    let applied = before["raft"]["applied_index"]
+        .as_u64()
+        .expect("applied index");
     k.restart();
     assert!(
         k.log_text().contains("final snapshot taken"),

@@ -7,7 +7,7 @@
 //! Every test here fails with the watchdog removed: nothing else turns `/livez` to 503,
 //! logs a stall while the runtime is blocked, or aborts the process.
 
-use kms_tests::harness::{http_get, http_post, kmsctl, Kmsd};
+use kms_tests::harness::{bench, http_get, http_post, Kmsd};
 use std::time::{Duration, Instant};
 
 fn data_dir() -> tempfile::TempDir {
@@ -221,24 +221,8 @@ fn livez_stays_ok_under_bench_load() {
         &dir.path().join("d"),
         &["--watchdog-stall-secs", "4", "--watchdog-abort-secs", "8"],
     );
-    let host = k.kms.ip().to_string();
-    let port = k.kms.port().to_string();
-    let bench = std::thread::spawn(move || {
-        kmsctl(&[
-            "bench",
-            "--host",
-            &host,
-            "--port",
-            &port,
-            "--count",
-            "8000",
-            "--rate",
-            "800",
-            "--concurrency",
-            "16",
-            "--json",
-        ])
-    });
+    let kms = k.kms;
+    let bench = std::thread::spawn(move || bench(kms, 8000, 16, &["--rate", "800"]));
     let livez = format!("{}/livez", k.admin);
     let mut probes = 0;
     while !bench.is_finished() {

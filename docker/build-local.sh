@@ -35,6 +35,8 @@
 #   CACHE_DIR       where the debootstrapped root filesystem is kept
 #                   (default target/docker-local)
 #   CARGO           cargo command (default cargo)
+#   BIN_DIR         a directory holding kmsd and kmsctl built already (the test suite passes
+#                   its own build); default: `cargo build --release` and target/release
 set -euo pipefail
 
 IMAGE="${IMAGE:-kms-cluster:local}"
@@ -118,14 +120,27 @@ base_id="$(docker image inspect --format '{{ .Id }}' "$BASE_IMAGE")"
 
 # ---- 2. host-built binaries -------------------------------------------------------------
 
-"$CARGO" build --release -q -p kmsd -p kmsctl
+# BIN_DIR: binaries built elsewhere (the test suite passes its own build, so that a test run
+# compiles kmsd once); by default the release build.
+if [ -n "${BIN_DIR:-}" ]; then
+    bin_dir="$BIN_DIR"
+else
+    "$CARGO" build --release -q -p kmsd -p kmsctl
+    bin_dir="$target_dir/release"
+fi
+for b in kmsd kmsctl; do
+    if [ ! -x "$bin_dir/$b" ]; then
+        say "$bin_dir/$b is not an executable (BIN_DIR must hold kmsd and kmsctl)"
+        exit 1
+    fi
+done
 # Inside the build context, wherever cargo's target directory is: the Dockerfile copies
 # target/docker-prebuilt/ (and .dockerignore lets only those two files through).
 prebuilt="$root_dir/target/docker-prebuilt"
 mkdir -p "$prebuilt"
 for b in kmsd kmsctl; do
-    if ! cmp -s "$target_dir/release/$b" "$prebuilt/$b"; then
-        cp "$target_dir/release/$b" "$prebuilt/$b"
+    if ! cmp -s "$bin_dir/$b" "$prebuilt/$b"; then
+        cp "$bin_dir/$b" "$prebuilt/$b"
     fi
 done
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the container image the fault tests run (`kms-cluster-test:latest`):
 #
-#   FROM scratch, with only the release `kmsd`, the shared libraries `ldd` reports for it
+#   FROM scratch, with only `kmsd` (the test suite's own build, BIN_DIR; by default the
+#   release build), the shared libraries `ldd` reports for it
 #   (at the same paths, plus the dynamic loader), a minimal /etc/passwd and /etc/group
 #   with the unprivileged user `kmsd` (uid 10001), /tmp, and an empty /data owned by it.
 #
 # No registry is needed (nothing is pulled). Idempotent: the image carries a label with
 # the hash of everything that goes into it, and nothing is rebuilt while it matches.
-# Environment: IMAGE (default kms-cluster-test:latest), CARGO (default cargo).
+# Environment: IMAGE (default kms-cluster-test:latest), CARGO (default cargo), BIN_DIR (a
+# directory holding a built kmsd; the tests pass theirs, so a test run compiles kmsd once).
 set -euo pipefail
 
 IMAGE="${IMAGE:-kms-cluster-test:latest}"
@@ -22,8 +24,16 @@ if ! command -v docker >/dev/null; then
     exit 1
 fi
 
-"$CARGO" build --release -q -p kmsd -p kmsctl
-bin="${CARGO_TARGET_DIR:-target}/release/kmsd"
+if [ -n "${BIN_DIR:-}" ]; then
+    bin="$BIN_DIR/kmsd"
+else
+    "$CARGO" build --release -q -p kmsd -p kmsctl
+    bin="${CARGO_TARGET_DIR:-target}/release/kmsd"
+fi
+if [ ! -x "$bin" ]; then
+    echo "build-image.sh: $bin is not an executable" >&2
+    exit 1
+fi
 
 # Shared libraries as ldd reports them: `name => /path (addr)` and the loader
 # `/lib64/ld-linux-x86-64.so.2 (addr)`; the vDSO has no file.

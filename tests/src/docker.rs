@@ -108,6 +108,9 @@ pub fn ensure_image() {
         let status = Command::new("bash")
             .arg(&script)
             .env("IMAGE", IMAGE)
+            // The binaries this test run built (debug with the fault hooks, or release under
+            // `cargo test --release`): one compile of kmsd per run, not a second profile.
+            .env("BIN_DIR", crate::harness::bin_dir())
             .stdin(Stdio::null())
             .status()
             .expect("run tests/docker/build-image.sh");

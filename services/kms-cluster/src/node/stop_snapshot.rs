@@ -11,7 +11,7 @@ use crate::Raft;
 
 /// How long a stopping node waits for its final snapshot; past it the node stops without
 /// one (the next start replays the log, as after a crash).
-pub(super) const DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the final snapshot came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

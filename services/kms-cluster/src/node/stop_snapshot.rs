@@ -41,40 +41,31 @@ pub(super) fn worth_taking(applied: Option<u64>, snapshot: Option<u64>, every: u
 /// Asks Raft for a snapshot of what is applied now and waits (at most `deadline`) until
 /// Raft reports a snapshot at least that far.
 pub(super) async fn take(raft: &Raft, every: u64, deadline: Duration) -> Outcome {
-    let mut rx = raft.metrics();
     let (applied, snapshot) = {
-        let m = rx.borrow();
+        let m = raft.metrics();
+        let m = m.borrow();
         (m.last_applied.map(|l| l.index), m.snapshot.map(|l| l.index))
     };
-    if !worth_taking(applied, snapshot, every) {
-        return Outcome::Skipped;
-    }
-    let Some(target) = applied else {
+    let Some(target) = applied.filter(|_| worth_taking(applied, snapshot, every)) else {
         return Outcome::Skipped;
     };
     let started = tokio::time::Instant::now();
     if raft.trigger().snapshot().await.is_err() {
         return Outcome::NotTaken;
     }
-    let reached = tokio::time::timeout(deadline, async {
-        loop {
-            if let Some(index) = rx.borrow().snapshot.map(|l| l.index) {
-                if index >= target {
-                    return Some(index);
-                }
-            }
-            if rx.changed().await.is_err() {
-                return None;
-            }
-        }
-    })
-    .await;
-    match reached {
-        Ok(Some(index)) => Outcome::Taken {
-            index,
+    let reached = raft
+        .wait(Some(deadline))
+        .metrics(
+            |m| m.snapshot.is_some_and(|l| l.index >= target),
+            "final snapshot before stopping",
+        )
+        .await;
+    match reached.ok().and_then(|m| m.snapshot) {
+        Some(l) => Outcome::Taken {
+            index: l.index,
             took: started.elapsed(),
         },
-        _ => Outcome::NotTaken,
+        None => Outcome::NotTaken,
     }
 }
 

@@ -3,7 +3,7 @@
 # release builds over loopback: kmsd pinned to core 0, the load (kmsctl bench, tcp_baseline)
 # to core 1 where the machine has two cores. Prints every command and its output.
 #
-#   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline
+#   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline --example disk_baseline
 #   scripts/bench-step6.sh [single|cluster|million|3m|all]
 #
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
@@ -101,11 +101,27 @@ baseline() {
     echo "$out"
     BASELINE=$(sed -E 's/.*= ([0-9.]+) exchanges.*/\1/' <<<"$out")
 }
+# floor: the c=1 floor of this moment: the TCP pattern alone at concurrency 1 (tcp_baseline)
+# plus one durable append on the data dir's disk after an idle gap (disk_baseline); a host
+# that makes each answer durable before sending it cannot answer faster. Sets FLOOR (ms).
+floor() {
+    local tcp disk t d
+    say "taskset -c $SERVER_CPU,$LOAD_CPU $BIN/examples/tcp_baseline 3000 1"
+    tcp=$(taskset -c "$SERVER_CPU,$LOAD_CPU" "$BIN/examples/tcp_baseline" 3000 1)
+    echo "$tcp"
+    say "taskset -c $SERVER_CPU $BIN/examples/disk_baseline $DIR 2000 300"
+    disk=$(taskset -c "$SERVER_CPU" "$BIN/examples/disk_baseline" "$DIR" 2000 300)
+    echo "$disk"
+    t=$(sed -E 's/.*p50 ([0-9.]+) ms.*/\1/' <<<"$tcp")
+    d=$(grep 'idle gap' <<<"$disk" | sed -E 's/.*p50 ([0-9.]+) ms.*/\1/')
+    FLOOR=$(echo "$t + $d" | bc -l)
+    printf 'c=1 floor (TCP exchange p50 %.3f ms + durable append p50 %.3f ms): %.3f ms\n' "$t" "$d" "$FLOOR"
+}
 mem() { echo "$1: VmRSS $(field "$2" VmRSS) kB, VmHWM $(field "$2" VmHWM) kB, data dir $(du -sh "$DIR/$3" | cut -f1)"; }
 
 single() {
     echo "== single node =="
-    local pid r bases=() rates=() p50s=()
+    local pid r bases=() rates=() p50s=() floors=()
     start_node single 127.0.0.1; pid=$PID
     wait_ready http://127.0.0.1:9688 >/dev/null
     bench --count 2000 --concurrency 16 >/dev/null # warm-up
@@ -115,11 +131,12 @@ single() {
         measured "$pid" "c=64" -- --count 20000 --concurrency 64; rates+=("$LAST_RATE")
         printf 'c=64 vs tcp_baseline (this round): %.0f%%\n' "$(echo "$LAST_RATE*100/$BASELINE" | bc -l)"
         measured "$pid" "c=1" -- --count 3000 --concurrency 1; p50s+=("$LAST_P50")
+        floor; floors+=("$FLOOR")
     done
     local b m
     b=$(median "${bases[@]}"); m=$(median "${rates[@]}")
-    printf 'medians over %d rounds: tcp_baseline %.0f/s, c=64 %.0f/s = %.0f%% of it; c=1 p50 %.3f ms\n' \
-        "$ROUNDS" "$b" "$m" "$(echo "$m*100/$b" | bc -l)" "$(median "${p50s[@]}")"
+    printf 'medians over %d rounds: tcp_baseline %.0f/s, c=64 %.0f/s = %.0f%% of it; c=1 p50 %.3f ms (floor %.3f ms)\n' \
+        "$ROUNDS" "$b" "$m" "$(echo "$m*100/$b" | bc -l)" "$(median "${p50s[@]}")" "$(median "${floors[@]}")"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 

@@ -4,7 +4,8 @@
 //! "request" with 300 bytes (the sizes of a V6 exchange), with no protocol work and no
 //! state; a client opens one connection per exchange at the given concurrency, exactly as
 //! `kmsctl bench` does. Server and client run on separate single-thread runtimes, like
-//! kmsd and kmsctl. What this reaches is the ceiling for any KMS host on this machine.
+//! kmsd and kmsctl. What this reaches is the ceiling for any KMS host on this machine; the
+//! p50 of one exchange (connect to close) at concurrency 1 is the floor of `kmsctl bench -c 1`.
 //!
 //! `cargo run --release -p kmsctl --example tcp_baseline -- 20000 64`
 
@@ -50,6 +51,8 @@ fn main() {
         .build()
         .expect("rt");
     let started = Instant::now();
+    let took = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(count)));
+    let took_all = took.clone();
     rt.block_on(async move {
         let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
         let local = tokio::task::LocalSet::new();
@@ -58,6 +61,7 @@ fn main() {
                 let mut tasks = Vec::new();
                 for _ in 0..concurrency {
                     let next = next.clone();
+                    let took = took.clone();
                     tasks.push(tokio::task::spawn_local(async move {
                         let mut buf = [0u8; 512];
                         loop {
@@ -66,12 +70,15 @@ fn main() {
                                 break;
                             }
                             next.set(i + 1);
+                            let t0 = Instant::now();
                             let mut s = TcpStream::connect(addr).await.expect("connect");
                             let _ = s.set_nodelay(true);
                             for (out, inp) in [(160usize, 108usize), (292, 300)] {
                                 s.write_all(&buf[..out]).await.expect("write");
                                 s.read_exact(&mut buf[..inp]).await.expect("read");
                             }
+                            drop(s);
+                            took.borrow_mut().push(t0.elapsed());
                         }
                     }));
                 }
@@ -82,8 +89,13 @@ fn main() {
             .await;
     });
     let secs = started.elapsed().as_secs_f64();
+    let mut took = took_all.take();
+    took.sort_unstable();
+    let p50 = took
+        .get(took.len().saturating_sub(1) / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     println!(
-        "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s",
+        "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s; p50 {p50:.3} ms",
         count as f64 / secs
     );
 }

@@ -214,7 +214,9 @@ pub struct Config {
     /// state, keep the request in a durable outbox, replay it later; default) or
     /// `fail-closed` (close the connection; the client tries another SRV target).
     pub quorum_loss: String,
-    /// Cache of decoded Raft log entries, MiB. Default 4 (the state itself lives in memory).
+    /// Cache of decoded Raft log entries, MiB. Default 2 (the state itself lives in memory):
+    /// under full load that is ~0.5 s of entries for a lagging follower; older ones are read
+    /// back from the log files. 4 cost 1.5-3 MB more RSS at 100,000 clients (docs/benchmarks.md).
     pub cache_mib: u64,
     /// Tokio worker threads; 0 = one per core. Default 1: one thread answers thousands of
     /// activations per second, and fewer cross-thread wake-ups keep latency low on
@@ -341,7 +343,7 @@ impl Default for Config {
             max_inflight: 2,
             commit_timeout_ms: 2000,
             quorum_loss: "serve-local".into(),
-            cache_mib: 4,
+            cache_mib: 2,
             worker_threads: 1,
             watchdog_stall_secs: 10,
             watchdog_abort_secs: 0,

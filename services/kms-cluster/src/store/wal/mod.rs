@@ -50,7 +50,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_bytes: 8 * 1024 * 1024,
-            cache_bytes: 4 * 1024 * 1024,
+            cache_bytes: 2 * 1024 * 1024,
             preallocate: true,
         }
     }

@@ -27,7 +27,11 @@ fn main() {
         eprintln!("usage: disk_baseline DIR [COUNT] [GAP_US]");
         std::process::exit(2);
     };
-    let count: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let count: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
+        .max(1);
     let gap_us: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(300);
     let path = std::path::Path::new(dir).join(format!("disk-baseline-{}.tmp", std::process::id()));
     let result = measure(&path, count, gap_us);

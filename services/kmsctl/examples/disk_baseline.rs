@@ -70,10 +70,10 @@ fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result
             let t0 = Instant::now();
             file.write_all_at(&record, (i * RECORD) as u64)?;
             file.sync_data()?;
-            took.push(t0.elapsed());
+            took.push(t0.elapsed().as_micros() as u64);
         }
         took.sort_unstable();
-        let pct = |p: usize| took[(took.len() - 1) * p / 100].as_secs_f64() * 1000.0;
+        let pct = |p: f64| kmsctl::bench::percentile(&took, p);
         let gap_text = if gap.is_zero() {
             String::new()
         } else {
@@ -81,9 +81,9 @@ fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result
         };
         lines.push(format!(
             "durable append ({RECORD} B write + fdatasync), {label}{gap_text}: {per_pass} appends, p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms",
-            pct(50),
-            pct(90),
-            pct(99)
+            pct(50.0),
+            pct(90.0),
+            pct(99.0)
         ));
     }
     Ok(lines)

@@ -78,7 +78,7 @@ fn main() {
                                 s.read_exact(&mut buf[..inp]).await.expect("read");
                             }
                             drop(s);
-                            took.borrow_mut().push(t0.elapsed());
+                            took.borrow_mut().push(t0.elapsed().as_micros() as u64);
                         }
                     }));
                 }
@@ -91,9 +91,7 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     let mut took = took_all.take();
     took.sort_unstable();
-    let p50 = took
-        .get(took.len().saturating_sub(1) / 2)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let p50 = kmsctl::bench::percentile(&took, 50.0);
     println!(
         "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s; p50 {p50:.3} ms",
         count as f64 / secs

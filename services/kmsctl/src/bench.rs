@@ -183,7 +183,9 @@ async fn one(cfg: &BenchConfig, spec: &RequestSpec) -> Result<u32, ClientError> 
     Ok(a.response.current_count)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p`th percentile of `sorted` (ascending microseconds), in milliseconds; 0 when empty.
+/// The same rule for every latency figure kmsctl and its baseline examples print.
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

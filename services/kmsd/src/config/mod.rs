@@ -343,7 +343,8 @@ impl Default for Config {
             max_inflight: 2,
             commit_timeout_ms: 2000,
             quorum_loss: "serve-local".into(),
-            cache_mib: 2,
+            // The log's own default (kms_cluster::WalOptions), in MiB.
+            cache_mib: (kms_cluster::WalOptions::default().cache_bytes / (1024 * 1024)) as u64,
             worker_threads: 1,
             watchdog_stall_secs: 10,
             watchdog_abort_secs: 0,

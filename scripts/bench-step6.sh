@@ -9,10 +9,13 @@
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
 # the processes it started. MILLION (default 1000000) sets the size of the big run; ROUNDS
 # (default 3) how many interleaved baseline and kmsd runs the throughput medians come from.
+# KMSD (default target/release/kmsd) is the kmsd binary to measure, e.g. one built from an
+# earlier commit for a before/after comparison; everything else comes from target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 BIN=target/release
+KMSD="${KMSD:-$BIN/kmsd}"
 DIR="${BENCH_DIR:-$(mktemp -d /tmp/kms-bench.XXXXXX)}"
 MILLION="${MILLION:-1000000}"
 SERVER_CPU="${SERVER_CPU:-0}"
@@ -42,7 +45,7 @@ wait_ready() {
 start_node() {
     local name=$1 ip=$2
     shift 2
-    taskset -c "$SERVER_CPU" "$BIN/kmsd" --listen "$ip:1688" --admin-listen "$ip:9688" \
+    taskset -c "$SERVER_CPU" "$KMSD" --listen "$ip:1688" --admin-listen "$ip:9688" \
         --cluster-listen "$ip:9689" --data-dir "$DIR/$name" --log-level warn ${KMSD_ARGS:-} "$@" \
         >/dev/null 2>>"$DIR/$name.log" &
     PID=$!
@@ -239,7 +242,7 @@ three_million() {
     kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
 }
 
-echo "kms-cluster $(git rev-parse --short HEAD), $(nproc) cores, data in $DIR"
+echo "kms-cluster $(git rev-parse --short HEAD), $(nproc) cores, data in $DIR, kmsd $KMSD"
 case "$what" in
 single) single ;;
 cluster) cluster ;;

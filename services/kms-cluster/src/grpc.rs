@@ -39,6 +39,9 @@ pub struct RaftService {
     raft: Raft,
     /// While active, every request is refused (see [`crate::identity`]).
     quarantine: Quarantine,
+    /// Turns true when the server stops: open append-entries streams end then, so that the
+    /// server's graceful shutdown does not wait for a leader to close them.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The `Cluster` service: forwarding, status and membership operations on the local Raft.
@@ -69,6 +72,9 @@ pub struct NodeContext {
     pub quarantine: Quarantine,
     /// The applied state (registry of incarnations).
     pub state: Option<StateHandle>,
+    /// Turns true when the server stops (set by [`serve_node`]); None: streams end only when
+    /// their sender closes them.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -123,6 +129,9 @@ pub fn node_services(
     let raft_server = RaftServer::new(RaftService {
         raft: raft.clone(),
         quarantine: ctx.quarantine,
+        stop: ctx
+            .stop
+            .unwrap_or_else(|| tokio::sync::watch::channel(false).1),
     })
     .max_decoding_message_size(MAX_MESSAGE_SIZE)
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -200,6 +209,15 @@ pub async fn serve_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let tls = ctx.tls.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let ctx = NodeContext {
+        stop: Some(stop_rx),
+        ..ctx
+    };
     let (raft_server, cluster_server) = node_services(raft, ctx);
     let server = tonic::transport::Server::builder()
         .add_service(raft_server)
@@ -214,6 +232,18 @@ pub async fn serve_node(
             server
                 .serve_with_incoming_shutdown(plain_incoming(listener), shutdown)
                 .await
+        }
+    }
+}
+
+/// Completes once `stop` holds true; never when its sender is gone without setting it.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -294,6 +324,55 @@ impl RaftRpc for RaftService {
         let span = crate::trace_ctx::server_span("raft.append_entries", request.metadata());
         let rpc = AppendEntriesRequest::try_from(request.into_inner())?;
         raft_reply(tracing::Instrument::instrument(self.raft.append_entries(rpc), span).await)
+    }
+
+    type AppendEntriesStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send>,
+    >;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        self.admit()?;
+        let inbound = request.into_inner();
+        let service = self.clone();
+        // One request at a time: read, hand to Raft, answer; the stream ends after the
+        // first error (the sender opens a new one for its next request).
+        let replies = futures_util::stream::unfold(
+            (inbound, service, false),
+            |(mut inbound, service, failed)| async move {
+                if failed {
+                    return None;
+                }
+                let mut stop = service.stop.clone();
+                let msg = tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) | Err(_) => return None,
+                    },
+                    () = stopped(&mut stop) => return None,
+                };
+                // The trace context crossed once, when the stream was opened: each append
+                // gets a server span of its own, without a remote parent.
+                let span = crate::trace_ctx::server_span(
+                    "raft.append_entries",
+                    &tonic::metadata::MetadataMap::new(),
+                );
+                let reply = tracing::Instrument::instrument(
+                    async {
+                        service.admit()?;
+                        let rpc = AppendEntriesRequest::try_from(msg)?;
+                        raft_reply(service.raft.append_entries(rpc).await).map(Response::into_inner)
+                    },
+                    span,
+                )
+                .await;
+                let failed = reply.is_err();
+                Some((reply, (inbound, service, failed)))
+            },
+        );
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn install_snapshot(

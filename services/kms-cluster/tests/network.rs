@@ -405,6 +405,18 @@ async fn errors_cross_typed() {
         matches!(&err, RPCError::RemoteError(e) if e.source == RaftError::Fatal(Fatal::Stopped)),
         "{err:?}"
     );
+    // The same error ends an append-entries stream; the next append opens a new stream and
+    // gets it again.
+    for _ in 0..2 {
+        let err = network
+            .append_entries(empty_append(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .expect_err("raft stopped");
+        assert!(
+            matches!(&err, RPCError::RemoteError(e) if e.source == RaftError::Fatal(Fatal::Stopped)),
+            "{err:?}"
+        );
+    }
     let err = client
         .forward(&[activation(1)])
         .await
@@ -421,4 +433,148 @@ async fn errors_cross_typed() {
         .await
         .expect("server task")
         .expect("server result");
+}
+
+/// A heartbeat-shaped append from a would-be leader of term 5 (node 2): accepted by a node
+/// that has no log yet.
+fn empty_append() -> openraft::raft::AppendEntriesRequest<kms_cluster::TypeConfig> {
+    openraft::raft::AppendEntriesRequest {
+        vote: kms_cluster::Vote::new_committed(5, 2),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    }
+}
+
+/// Sends `n` appends of [`empty_append`] through `network`; each must succeed.
+async fn appends_succeed(network: &mut kms_cluster::network::GrpcNetwork, n: usize) {
+    use openraft::network::{RPCOption, RaftNetwork};
+    for _ in 0..n {
+        let reply = network
+            .append_entries(empty_append(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .expect("append");
+        assert_eq!(reply, openraft::raft::AppendEntriesResponse::Success);
+    }
+}
+
+/// Appends go over one long-lived stream, answered in order; stopping the server ends the open
+/// stream instead of waiting for the sender to close it, so a follower's shutdown never hangs
+/// on its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_stream_and_the_server_stops_with_a_stream_open() {
+    use openraft::network::{RPCOption, RaftNetwork};
+    use openraft::raft::AppendEntriesResponse;
+
+    let mut node = TestNode::start(1).await;
+    let mut network =
+        kms_cluster::network::GrpcNetwork::new(1, kms_cluster::Node::new(node.addr.clone()));
+    appends_succeed(&mut network, 3).await;
+    // A lower term than the one just accepted: the reply says so (a stream carries every
+    // kind of reply, not only success).
+    let mut stale = empty_append();
+    stale.vote = kms_cluster::Vote::new_committed(4, 3);
+    let reply = network
+        .append_entries(stale, RPCOption::new(Duration::from_secs(5)))
+        .await
+        .expect("append");
+    assert!(
+        matches!(reply, AppendEntriesResponse::HigherVote(v) if v == kms_cluster::Vote::new_committed(5, 2)),
+        "{reply:?}"
+    );
+
+    node.raft.shutdown().await.expect("raft shutdown");
+    if let Some(stop) = node.stop.take() {
+        let _ = stop.send(());
+    }
+    // `network` still holds its stream open here.
+    tokio::time::timeout(Duration::from_secs(10), &mut node.server)
+        .await
+        .expect("the server stopped although a stream was open")
+        .expect("server task")
+        .expect("server result");
+    drop(network);
+}
+
+/// A peer that does not offer `AppendEntriesStream` (an older version): the first append finds
+/// out and goes unary, every later one goes unary at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_fall_back_to_unary_when_the_peer_has_no_stream() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use kms_cluster::pb;
+    use openraft::raft::AppendEntriesResponse;
+    use tonic::{Request, Response, Status};
+
+    /// Answers unary appends with success and counts both kinds of call.
+    #[derive(Default, Clone)]
+    struct UnaryOnly {
+        unary: Arc<AtomicUsize>,
+        streams: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::raft_server::Raft for UnaryOnly {
+        async fn vote(
+            &self,
+            _: Request<pb::VoteRequest>,
+        ) -> Result<Response<pb::VoteResponse>, Status> {
+            Err(Status::unimplemented("vote"))
+        }
+        async fn append_entries(
+            &self,
+            _: Request<pb::AppendEntriesRequest>,
+        ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(pb::AppendEntriesResponse::from(
+                &AppendEntriesResponse::<NodeId>::Success,
+            )))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<pb::InstallSnapshotRequest>,
+        ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+            Err(Status::unimplemented("install_snapshot"))
+        }
+        type AppendEntriesStreamStream =
+            tokio_stream::Empty<Result<pb::AppendEntriesResponse, Status>>;
+        async fn append_entries_stream(
+            &self,
+            _: Request<tonic::Streaming<pb::AppendEntriesRequest>>,
+        ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+            self.streams.fetch_add(1, Ordering::SeqCst);
+            Err(Status::unimplemented("an older kmsd"))
+        }
+    }
+
+    let peer = UnaryOnly::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::raft_server::RaftServer::new(peer.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let mut network = kms_cluster::network::GrpcNetwork::new(1, kms_cluster::Node::new(addr));
+    appends_succeed(&mut network, 3).await;
+    assert_eq!(
+        peer.streams.load(Ordering::SeqCst),
+        1,
+        "asked for a stream once"
+    );
+    assert_eq!(
+        peer.unary.load(Ordering::SeqCst),
+        3,
+        "every append went unary"
+    );
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server result");
 }

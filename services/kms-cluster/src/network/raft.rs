@@ -2,6 +2,11 @@
 //! target node, which sends vote, append-entries and install-snapshot RPCs over the `Raft`
 //! gRPC service.
 //!
+//! Append-entries go over one long-lived `AppendEntriesStream` call per target (see
+//! `AppendStream`): per request only a message each way, where a unary call also costs
+//! HTTP/2 headers, a new stream and a server task (10-15% of the cluster's CPU per activation,
+//! docs/benchmarks.md). Vote and install-snapshot stay unary.
+//!
 //! Requests and replies are the typed messages of `proto/cluster.proto`, converted by
 //! [`crate::pb`] (requests carry the schema version). The target's `Raft::vote` /
 //! `append_entries` / `install_snapshot` errors come back as a gRPC status whose details hold
@@ -65,6 +70,42 @@ pub struct GrpcNetwork {
     node: Node,
     /// `Err` holds why the node's address is unusable; every RPC then fails as unreachable.
     client: Result<RaftClient<Channel>, String>,
+    /// The open append-entries stream (see [`AppendStream`]); None until the first append and
+    /// after a failure. Not shared by clones.
+    stream: AppendStream,
+}
+
+/// Append-entries over one long-lived `AppendEntriesStream` call: openraft sends one request
+/// to a target at a time and waits for its reply, so each request is written to the stream and
+/// the next message read is its reply. Any failure or timeout drops the stream (a late reply
+/// must never be taken for the next request's) and the next append opens a new one. A peer
+/// that does not offer the stream (an older version, `Unimplemented`) is sent unary
+/// `AppendEntries` from then on.
+#[derive(Default)]
+struct AppendStream {
+    open: Option<(
+        tokio::sync::mpsc::Sender<pb::AppendEntriesRequest>,
+        tonic::Streaming<pb::AppendEntriesResponse>,
+    )>,
+    unary_only: bool,
+}
+
+impl Clone for AppendStream {
+    fn clone(&self) -> Self {
+        AppendStream {
+            open: None,
+            unary_only: self.unary_only,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppendStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendStream")
+            .field("open", &self.open.is_some())
+            .field("unary_only", &self.unary_only)
+            .finish()
+    }
 }
 
 impl GrpcNetwork {
@@ -86,6 +127,7 @@ impl GrpcNetwork {
             target,
             node,
             client,
+            stream: AppendStream::default(),
         }
     }
 
@@ -176,13 +218,93 @@ impl GrpcNetwork {
 #[error("{0}")]
 struct RpcFailure(String);
 
+impl GrpcNetwork {
+    /// One append over the stream (opened first when needed); `Ok(Err(request))` hands the
+    /// request back when the peer does not offer the stream, to be sent unary.
+    async fn append_streamed(
+        &mut self,
+        request: pb::AppendEntriesRequest,
+        hard_ttl: Duration,
+    ) -> Result<
+        Result<AppendEntriesResponse<NodeId>, pb::AppendEntriesRequest>,
+        RPCError<NodeId, Node, RaftError<NodeId>>,
+    > {
+        let client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(reason) => return Err(Unreachable::new(&RpcFailure(reason.clone())).into()),
+        };
+        let timeout = || {
+            RPCError::Timeout(Timeout {
+                action: RPCTypes::AppendEntries,
+                id: self.target,
+                target: self.target,
+                timeout: hard_ttl,
+            })
+        };
+        let deadline = tokio::time::Instant::now() + hard_ttl;
+        if self.stream.open.is_none() {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut open = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let span = crate::trace_ctx::client_span("raft.append_entries_stream");
+            crate::trace_ctx::inject(&span, open.metadata_mut());
+            let mut client = client;
+            let call = tracing::Instrument::instrument(client.append_entries_stream(open), span);
+            match tokio::time::timeout_at(deadline, call).await {
+                Err(_) => return Err(timeout()),
+                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    self.stream.unary_only = true;
+                    return Ok(Err(request));
+                }
+                Ok(Err(status)) => return Err(self.status_to_rpc_error(status)),
+                Ok(Ok(replies)) => self.stream.open = Some((tx, replies.into_inner())),
+            }
+        }
+        let Some((tx, replies)) = self.stream.open.as_mut() else {
+            return Ok(Err(request));
+        };
+        let exchange = async {
+            // The stream's sending half only closes when the call has ended; the read below
+            // then reports how.
+            let _ = tx.send(request).await;
+            replies.message().await
+        };
+        let span = crate::trace_ctx::client_span("raft.append_entries");
+        let exchange = tracing::Instrument::instrument(exchange, span);
+        let result = tokio::time::timeout_at(deadline, exchange).await;
+        let reply = match result {
+            Ok(Ok(Some(reply))) => reply,
+            failed => {
+                self.stream.open = None;
+                return Err(match failed {
+                    Err(_) => timeout(),
+                    Ok(Err(status)) => self.status_to_rpc_error(status),
+                    _ => NetworkError::new(&RpcFailure(format!(
+                        "node {} closed the append-entries stream",
+                        self.target
+                    )))
+                    .into(),
+                });
+            }
+        };
+        AppendEntriesResponse::try_from(reply)
+            .map(Ok)
+            .map_err(|e| NetworkError::new(&e).into())
+    }
+}
+
 impl RaftNetwork<TypeConfig> for GrpcNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let request = pb::AppendEntriesRequest::from(&rpc);
+        let mut request = pb::AppendEntriesRequest::from(&rpc);
+        if !self.stream.unary_only {
+            match self.append_streamed(request, option.hard_ttl()).await? {
+                Ok(reply) => return Ok(reply),
+                Err(unsent) => request = unsent,
+            }
+        }
         self.call(
             RPCTypes::AppendEntries,
             request,

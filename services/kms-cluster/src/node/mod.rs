@@ -201,6 +201,7 @@ impl ClusterNode {
             handover: gate.clone(),
             quarantine: quarantine.clone(),
             state: Some(state.clone()),
+            stop: None,
         };
         tokio::spawn(async move {
             let shutdown = async move {

@@ -4,7 +4,7 @@
 # to core 1 where the machine has two cores. Prints every command and its output.
 #
 #   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline --example disk_baseline
-#   scripts/bench-step6.sh [single|cluster|million|3m|all]
+#   scripts/bench-step6.sh [single|cluster|million|3m|ab|all]
 #
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
 # the processes it started. MILLION (default 1000000) sets the size of the big run; ROUNDS
@@ -83,7 +83,8 @@ measured() {
     if [ -n "${ALL_PIDS:-}" ]; then
         local all=0 q
         for q in $ALL_PIDS; do all=$((all + $(cpu_ms "$q"))); done
-        printf 'all nodes: CPU %d ms for %d activations = %.1f ms per 1,000\n' $((all - ALL0)) "$n" "$(echo "($all-$ALL0)*1000/$n" | bc -l)"
+        LAST_ALL=$(echo "($all-$ALL0)*1000/$n" | bc -l)
+        printf 'all nodes: CPU %d ms for %d activations = %.1f ms per 1,000\n' $((all - ALL0)) "$n" "$LAST_ALL"
     fi
     printf '%s: kmsd CPU %d ms for %d activations = %.1f ms per 1,000; %d context switches (all threads) = %.2f per activation\n' \
         "$label" $((c1 - c0)) "$n" "$(echo "($c1-$c0)*1000/$n" | bc -l)" $((x1 - x0)) "$(echo "($x1-$x0)/$n" | bc -l)"
@@ -169,6 +170,33 @@ cluster() {
     kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
 }
 
+# ab: the same three-node run through the leader for two kmsd binaries, alternating, a fresh
+# cluster each time: KMSD_A (required) and KMSD_B (default target/release/kmsd), ROUNDS pairs.
+ab() {
+    local a=${KMSD_A:?set KMSD_A to the kmsd binary to compare with} b=${KMSD_B:-$BIN/kmsd}
+    local r which cpus_a=() cpus_b=() rates_a=() rates_b=()
+    echo "== A: $a; B: $b; three nodes on core(s) $SERVER_CPU, through the leader"
+    for r in $(seq "$ROUNDS"); do
+        for which in A B; do
+            if [ "$which" = A ]; then KMSD=$a; else KMSD=$b; fi
+            echo "-- round $r of $ROUNDS, $which"
+            start_cluster "ab$r$which"
+            ALL_PIDS="${CPIDS[*]}"
+            bench --host "127.0.0.$LEADER" --count 2000 --concurrency 16 >/dev/null
+            local e0 e1
+            e0=$(curl -fs "http://127.0.0.$LEADER:9688/status" | jq '.raft.last_log_index')
+            measured "${CPIDS[LEADER - 1]}" "$which: leader (node $LEADER), c=64" -- --host "127.0.0.$LEADER" --count 30000 --concurrency 64
+            e1=$(curl -fs "http://127.0.0.$LEADER:9688/status" | jq '.raft.last_log_index')
+            printf '%s: %d log entries, %.1f activations per entry\n' "$which" $((e1 - e0)) "$(echo "30000/($e1-$e0)" | bc -l)"
+            if [ "$which" = A ]; then cpus_a+=("$LAST_ALL"); rates_a+=("$LAST_RATE"); else cpus_b+=("$LAST_ALL"); rates_b+=("$LAST_RATE"); fi
+            ALL_PIDS=""
+            kill -TERM "${CPIDS[@]}"; wait "${CPIDS[@]}" 2>/dev/null || true
+        done
+    done
+    printf 'medians over %d pairs: A %.0f/s at %.1f ms CPU per 1,000 (all nodes); B %.0f/s at %.1f ms\n' "$ROUNDS" \
+        "$(median "${rates_a[@]}")" "$(median "${cpus_a[@]}")" "$(median "${rates_b[@]}")" "$(median "${cpus_b[@]}")"
+}
+
 million() {
     echo "== $MILLION distinct clients, single node =="
     local pid
@@ -248,6 +276,7 @@ single) single ;;
 cluster) cluster ;;
 million) million ;;
 3m) three_million ;;
+ab) ab ;;
 all) single; cluster; million; three_million ;;
-*) echo "usage: $0 [single|cluster|million|3m|all]" >&2; exit 2 ;;
+*) echo "usage: $0 [single|cluster|million|3m|ab|all]" >&2; exit 2 ;;
 esac

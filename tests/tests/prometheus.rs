@@ -85,10 +85,20 @@ fn prometheus_scrapes_the_cluster_and_dashboards_show_the_slmgr_block() {
     // Two scrapes after the load, so rates and the replicated gauges are current.
     std::thread::sleep(Duration::from_secs(3));
 
+    // The lifecycle gauges are recomputed every 15 s (first at start, over an empty
+    // inventory), so a panel may only fill after the next recompute and a scrape: each
+    // query gets up to 30 s to return data.
+    let deadline = Instant::now() + Duration::from_secs(30);
     for q in dashboard_queries() {
         let expr = substitute_macros(&q.expr);
-        let r = prom.query(&expr);
-        assert!(!r.is_empty(), "empty panel {}: {expr}", q.source);
+        while prom.query(&expr).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "empty panel {}: {expr}",
+                q.source
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
     for q in rule_exprs() {
         prom.query(&substitute_macros(&q.expr)); // evaluates without error

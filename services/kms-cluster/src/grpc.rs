@@ -353,8 +353,8 @@ impl RaftRpc for RaftService {
                     },
                     () = stopped(&mut stop) => return None,
                 };
-                // The trace context crossed once, when the stream was opened: each append
-                // gets a server span of its own, without a remote parent.
+                // Messages on a stream carry no trace context: each append gets a server
+                // span of its own, without a remote parent.
                 let span = crate::trace_ctx::server_span(
                     "raft.append_entries",
                     &tonic::metadata::MetadataMap::new(),

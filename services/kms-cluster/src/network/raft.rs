@@ -4,7 +4,7 @@
 //!
 //! Append-entries go over one long-lived `AppendEntriesStream` call per target (see
 //! `AppendStream`): per request only a message each way, where a unary call also costs
-//! HTTP/2 headers, a new stream and a server task (10-15% of the cluster's CPU per activation,
+//! HTTP/2 headers, a new stream and a server task (a fifth of the cluster's CPU per activation,
 //! docs/benchmarks.md). Vote and install-snapshot stay unary.
 //!
 //! Requests and replies are the typed messages of `proto/cluster.proto`, converted by

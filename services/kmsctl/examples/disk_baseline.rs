@@ -8,12 +8,16 @@
 //! latency of write + fdatasync, first back to back, then with an idle gap before each one
 //! like the gap between two activations at c=1 (an idle core wakes more slowly on this VM).
 //! `tcp_baseline COUNT 1` (the TCP pattern alone) plus the second figure is the floor under
-//! any KMS host that makes each answer durable before sending it.
+//! any KMS host that makes each answer durable before sending it. The back-to-back pass also
+//! reports the writing thread's context switches per append (the disk waits inside one
+//! `fdatasync`; the idle pass adds its own sleep to each).
 //!
 //! `cargo run --release -p kmsctl --example disk_baseline -- DIR [COUNT] [GAP_US]`
 
+use kmsctl::bench::context_switches;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Size of the file of zeros written into (the store's segments are 8 MiB).
@@ -33,7 +37,7 @@ fn main() {
         .unwrap_or(2000)
         .max(1);
     let gap_us: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(300);
-    let path = std::path::Path::new(dir).join(format!("disk-baseline-{}.tmp", std::process::id()));
+    let path = Path::new(dir).join(format!("disk-baseline-{}.tmp", std::process::id()));
     let result = measure(&path, count, gap_us);
     let _ = std::fs::remove_file(&path);
     match result {
@@ -45,7 +49,7 @@ fn main() {
     }
 }
 
-fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result<Vec<String>> {
+fn measure(path: &Path, count: usize, gap_us: u64) -> std::io::Result<Vec<String>> {
     let file = OpenOptions::new()
         .create_new(true)
         .read(true)
@@ -63,6 +67,7 @@ fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result
         file.write_all_at(&vec![0u8; FILE_LEN], 0)?;
         file.sync_all()?;
         let mut took = Vec::with_capacity(per_pass);
+        let switches_before = context_switches(Path::new("/proc/thread-self/status"));
         for i in 0..per_pass {
             if !gap.is_zero() {
                 std::thread::sleep(gap);
@@ -72,6 +77,16 @@ fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result
             file.sync_data()?;
             took.push(t0.elapsed().as_micros() as u64);
         }
+        let switches = match (
+            switches_before,
+            context_switches(Path::new("/proc/thread-self/status")),
+        ) {
+            (Some(a), Some(b)) if gap.is_zero() => format!(
+                "; {:.2} context switches per append",
+                b.saturating_sub(a) as f64 / per_pass as f64
+            ),
+            _ => String::new(),
+        };
         took.sort_unstable();
         let pct = |p: f64| kmsctl::bench::percentile(&took, p);
         let gap_text = if gap.is_zero() {
@@ -80,7 +95,7 @@ fn measure(path: &std::path::Path, count: usize, gap_us: u64) -> std::io::Result
             format!(" of {gap_us} µs")
         };
         lines.push(format!(
-            "durable append ({RECORD} B write + fdatasync), {label}{gap_text}: {per_pass} appends, p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms",
+            "durable append ({RECORD} B write + fdatasync), {label}{gap_text}: {per_pass} appends, p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms{switches}",
             pct(50.0),
             pct(90.0),
             pct(99.0)

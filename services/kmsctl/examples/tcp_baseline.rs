@@ -5,10 +5,14 @@
 //! state; a client opens one connection per exchange at the given concurrency, exactly as
 //! `kmsctl bench` does. Server and client run on separate single-thread runtimes, like
 //! kmsd and kmsctl. What this reaches is the ceiling for any KMS host on this machine; the
-//! p50 of one exchange (connect to close) at concurrency 1 is the floor of `kmsctl bench -c 1`.
+//! p50 of one exchange (connect to close) at concurrency 1 is the floor of `kmsctl bench -c 1`,
+//! and the server thread's context switches per exchange the floor of any single-threaded
+//! server's (its waits for the connection and for the request after the bind).
 //!
 //! `cargo run --release -p kmsctl --example tcp_baseline -- 20000 64`
 
+use kmsctl::bench::context_switches;
+use std::path::Path;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +24,14 @@ fn main() {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     std_listener.set_nonblocking(true).expect("nonblocking");
     let addr = std_listener.local_addr().expect("addr");
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // The thread's own status file, read by the client side before and after the run.
+        let _ = tid_tx.send(
+            std::fs::read_link("/proc/thread-self")
+                .ok()
+                .map(|p| Path::new("/proc").join(p).join("status")),
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -50,6 +61,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("rt");
+    let server_status = tid_rx.recv().ok().flatten();
+    let switches = || server_status.as_deref().and_then(context_switches);
+    let switches_before = switches();
     let started = Instant::now();
     let took = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(count)));
     let took_all = took.clone();
@@ -92,8 +106,15 @@ fn main() {
     let mut took = took_all.take();
     took.sort_unstable();
     let p50 = kmsctl::bench::percentile(&took, 50.0);
+    let server_switches = match (switches_before, switches()) {
+        (Some(a), Some(b)) => format!(
+            "; server thread {:.2} context switches per exchange",
+            b.saturating_sub(a) as f64 / count.max(1) as f64
+        ),
+        _ => String::new(),
+    };
     println!(
-        "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s; p50 {p50:.3} ms",
+        "tcp baseline: {count} exchanges at concurrency {concurrency} in {secs:.3} s = {:.0} exchanges/s; p50 {p50:.3} ms{server_switches}",
         count as f64 / secs
     );
 }

@@ -193,6 +193,24 @@ pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// Context switches (voluntary + nonvoluntary) of one thread so far, from a
+/// `/proc/.../status` file (`/proc/thread-self/status` for the calling thread,
+/// `/proc/PID/task/TID/status` for another); `None` where it cannot be read (not Linux).
+/// The baselines use it to put a switch count beside their latency floors.
+pub fn context_switches(status: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(status).ok()?;
+    let mut total = None;
+    for line in text.lines() {
+        if let Some(v) = line
+            .strip_prefix("voluntary_ctxt_switches:")
+            .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        {
+            *total.get_or_insert(0) += v.trim().parse::<u64>().ok()?;
+        }
+    }
+    total
+}
+
 fn summarize(cfg: &BenchConfig, all: &[(Duration, LogLine)], elapsed: Duration) -> BenchReport {
     let mut lat: Vec<u64> = all
         .iter()
@@ -266,5 +284,32 @@ impl BenchReport {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn context_switches_counts_a_sleep_of_the_calling_thread() {
+        let me = Path::new("/proc/thread-self/status");
+        let before = context_switches(me).expect("a Linux status file");
+        std::thread::sleep(Duration::from_millis(2));
+        let after = context_switches(me).expect("a Linux status file");
+        assert!(after > before, "{before} -> {after}");
+        assert_eq!(
+            context_switches(Path::new("/proc/no-such-thread/status")),
+            None
+        );
+    }
+
+    #[test]
+    fn percentile_picks_the_nearest_rank_in_milliseconds() {
+        let sorted = [100, 200, 300, 400, 500];
+        assert_eq!(percentile(&sorted, 50.0), 0.3);
+        assert_eq!(percentile(&sorted, 100.0), 0.5);
+        assert_eq!(percentile(&[], 50.0), 0.0);
     }
 }

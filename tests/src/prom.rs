@@ -172,13 +172,47 @@ impl Prometheus {
         v["data"].clone()
     }
 
+    /// Polls `GET /api/v1/<path>` until `pred` holds for its data and returns that data;
+    /// panics naming `what`, with the last data, once `timeout` has passed (it asks at
+    /// least once, even with a zero timeout).
+    #[track_caller]
+    pub fn wait_api(
+        &self,
+        what: &str,
+        path_and_query: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let data = self.api(path_and_query);
+            if pred(&data) {
+                return data;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}: {data}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Instant query: the result vector (or scalar) of `expr`.
     pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
-        let data = self.api(&format!("query?query={}", encode(expr)));
-        match data["resultType"].as_str() {
-            Some("scalar") | Some("string") => vec![data["result"].clone()],
-            _ => data["result"].as_array().cloned().unwrap_or_default(),
-        }
+        samples(&self.api(&query_path(expr)))
+    }
+
+    /// [`Prometheus::query`] repeated until `pred` holds for the result (see
+    /// [`Prometheus::wait_api`]).
+    #[track_caller]
+    pub fn wait_query(
+        &self,
+        what: &str,
+        expr: &str,
+        timeout: Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        samples(&self.wait_api(what, &query_path(expr), timeout, |d| pred(&samples(d))))
     }
 
     /// The single value of `expr` (panics unless exactly one sample).
@@ -208,19 +242,32 @@ impl Prometheus {
     }
 
     /// Waits until every scrape target reports `up` (or panics after `timeout`).
+    #[track_caller]
     pub fn wait_targets_up(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let data = self.api("targets?state=active");
-            let up = data["activeTargets"]
-                .as_array()
-                .map(|a| a.iter().filter(|t| t["health"] == "up").count())
-                .unwrap_or(0);
-            if up == n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "targets not up: {data}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_api(
+            &format!("{n} targets up"),
+            "targets?state=active",
+            timeout,
+            |data| {
+                data["activeTargets"]
+                    .as_array()
+                    .map(|a| a.iter().filter(|t| t["health"] == "up").count())
+                    .unwrap_or(0)
+                    == n
+            },
+        );
+    }
+}
+
+/// The query API path for `expr`.
+fn query_path(expr: &str) -> String {
+    format!("query?query={}", encode(expr))
+}
+
+/// The samples of a query's data: the result vector, or the scalar or string as one.
+fn samples(data: &serde_json::Value) -> Vec<serde_json::Value> {
+    match data["resultType"].as_str() {
+        Some("scalar") | Some("string") => vec![data["result"].clone()],
+        _ => data["result"].as_array().cloned().unwrap_or_default(),
     }
 }

@@ -25,7 +25,7 @@ use kms_tests::observability::{read_repo_file, runbook_anchors, RULES_FILE};
 use kms_tests::prom::{Options, Prometheus};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a notification may take to arrive after its cause.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -118,18 +118,12 @@ fn checked_alert(body: &Json, name: &str, severity: &str) -> Json {
 
 /// Waits until Prometheus reports `n` active Alertmanagers.
 fn wait_alertmanager_known(prom: &Prometheus, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let data = prom.api("alertmanagers");
-        if data["activeAlertmanagers"].as_array().map_or(0, Vec::len) == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus does not use the Alertmanager: {data}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    prom.wait_api(
+        "Prometheus uses the Alertmanager",
+        "alertmanagers",
+        Duration::from_secs(20),
+        |data| data["activeAlertmanagers"].as_array().map_or(0, Vec::len) == n,
+    );
 }
 
 /// Starts Debian's Prometheus scraping every node of `cluster` with `rules`, sending to

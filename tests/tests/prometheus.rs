@@ -91,14 +91,12 @@ fn prometheus_scrapes_the_cluster_and_dashboards_show_the_slmgr_block() {
     let deadline = Instant::now() + Duration::from_secs(30);
     for q in dashboard_queries() {
         let expr = substitute_macros(&q.expr);
-        while prom.query(&expr).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "empty panel {}: {expr}",
-                q.source
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        prom.wait_query(
+            &format!("empty panel {}: {expr}", q.source),
+            &expr,
+            deadline.saturating_duration_since(Instant::now()),
+            |r| !r.is_empty(),
+        );
     }
     for q in rule_exprs() {
         prom.query(&substitute_macros(&q.expr)); // evaluates without error
@@ -158,23 +156,18 @@ fn prometheus_scrapes_the_cluster_and_dashboards_show_the_slmgr_block() {
     let leader = cluster.wait_leader(Duration::from_secs(5));
     let victim = (leader + 1) % 3;
     cluster.nodes[victim].kill();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let alerts = prom.api("alerts");
-        let hit = alerts["alerts"].as_array().unwrap().iter().any(|a| {
-            a["labels"]["alertname"] == "KmsNodeDown"
-                && a["labels"]["instance"] == targets[victim].as_str()
-                && (a["state"] == "pending" || a["state"] == "firing")
-        });
-        if hit {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "KmsNodeDown never pending: {alerts}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    prom.wait_api(
+        "KmsNodeDown pending",
+        "alerts",
+        Duration::from_secs(30),
+        |alerts| {
+            alerts["alerts"].as_array().unwrap().iter().any(|a| {
+                a["labels"]["alertname"] == "KmsNodeDown"
+                    && a["labels"]["instance"] == targets[victim].as_str()
+                    && (a["state"] == "pending" || a["state"] == "firing")
+            })
+        },
+    );
     // The others are still up and still agree.
     assert_eq!(prom.value("sum(up{job=\"kms\"})"), 2.0);
 }

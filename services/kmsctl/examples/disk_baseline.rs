@@ -67,7 +67,8 @@ fn measure(path: &Path, count: usize, gap_us: u64) -> std::io::Result<Vec<String
         file.write_all_at(&vec![0u8; FILE_LEN], 0)?;
         file.sync_all()?;
         let mut took = Vec::with_capacity(per_pass);
-        let switches_before = context_switches(Path::new("/proc/thread-self/status"));
+        let me = Path::new("/proc/thread-self/status");
+        let switches_before = context_switches(me);
         for i in 0..per_pass {
             if !gap.is_zero() {
                 std::thread::sleep(gap);
@@ -77,10 +78,7 @@ fn measure(path: &Path, count: usize, gap_us: u64) -> std::io::Result<Vec<String
             file.sync_data()?;
             took.push(t0.elapsed().as_micros() as u64);
         }
-        let switches = match (
-            switches_before,
-            context_switches(Path::new("/proc/thread-self/status")),
-        ) {
+        let switches = match (switches_before, context_switches(me)) {
             (Some(a), Some(b)) if gap.is_zero() => format!(
                 "; {:.2} context switches per append",
                 b.saturating_sub(a) as f64 / per_pass as f64

@@ -201,6 +201,8 @@ pub struct DockerCluster {
     pub raft_net: String,
     /// Scratch directory of the test (bench logs).
     pub dir: tempfile::TempDir,
+    /// Containers that keep small-disk volumes mounted (see [`DockerCluster::up_on_small_disks`]).
+    holders: Vec<String>,
 }
 
 impl DockerCluster {
@@ -213,6 +215,23 @@ impl DockerCluster {
     /// [`DockerCluster::up`], copying each `(host file, container path)` of `files` into
     /// every container before its first start (e.g. a `--catalog-file`).
     pub fn up_with_files(n: usize, extra: &[&str], files: &[(&Path, &str)]) -> DockerCluster {
+        Self::up_inner(n, extra, files, None)
+    }
+
+    /// [`DockerCluster::up`] with each node's data directory on a small disk of its own: a
+    /// tmpfs volume of `size` (e.g. `40m`) that a holder container keeps mounted, so that
+    /// its content survives the node's restarts and [`DockerCluster::fill_disk`] can put a
+    /// ballast file on it.
+    pub fn up_on_small_disks(n: usize, extra: &[&str], size: &str) -> DockerCluster {
+        Self::up_inner(n, extra, &[], Some(size))
+    }
+
+    fn up_inner(
+        n: usize,
+        extra: &[&str],
+        files: &[(&Path, &str)],
+        small_disk: Option<&str>,
+    ) -> DockerCluster {
         ensure_image();
         let sfx = random_suffix();
         let base = format!("{PREFIX}-{sfx}");
@@ -249,6 +268,7 @@ impl DockerCluster {
             clients_net: format!("{base}-clients"),
             raft_net: format!("{base}-raft"),
             dir: tempfile::tempdir().expect("tempdir"),
+            holders: Vec::new(),
         };
         let mut args = vec!["network", "create", "--driver", "bridge"];
         args.extend_from_slice(&labels);
@@ -278,11 +298,47 @@ impl DockerCluster {
             "--max-connections-per-ip".to_string(),
             "0".to_string(),
         ];
-        for node in &c.nodes {
+        let tmpfs_opts = small_disk.map(|size| format!("o=size={size},uid=10001,gid=10001"));
+        for i in 0..c.nodes.len() {
+            let node = &c.nodes[i];
             let mut args = vec!["volume", "create"];
             args.extend_from_slice(&labels);
+            if let Some(o) = &tmpfs_opts {
+                args.extend_from_slice(&[
+                    "--opt",
+                    "type=tmpfs",
+                    "--opt",
+                    "device=tmpfs",
+                    "--opt",
+                    o,
+                ]);
+            }
             args.push(&node.volume);
             docker_ok(&args);
+            if small_disk.is_some() {
+                // A tmpfs volume is unmounted (and emptied) when no container uses it: the
+                // holder (an idle kmsd with its own data in /tmp, no network) keeps it.
+                let holder = format!("{}-hold", node.name);
+                c.holders.push(holder.clone());
+                let mount = format!("{}:/data", node.volume);
+                let mut args = vec!["run", "-d", "--name", &holder, "--network", "none"];
+                args.extend_from_slice(&labels);
+                args.extend_from_slice(&[
+                    "-v",
+                    &mount,
+                    IMAGE,
+                    "--listen",
+                    "127.0.0.1:1688",
+                    "--admin-listen",
+                    "127.0.0.1:9688",
+                    "--cluster-listen",
+                    "127.0.0.1:9689",
+                    "--data-dir",
+                    "/tmp/hold",
+                ]);
+                docker_ok(&args);
+            }
+            let node = &c.nodes[i];
             let id = node.id.to_string();
             let advertise = format!("{}:{RAFT_PORT}", node.alias);
             let kms_pub = format!("127.0.0.1::{KMS_PORT}");
@@ -626,6 +682,50 @@ impl DockerCluster {
         )
     }
 
+    /// Puts a ballast file of `bytes` zeros on node `i`'s small disk (see
+    /// [`DockerCluster::up_on_small_disks`]), next to its data directory.
+    pub fn fill_disk(&self, i: usize, bytes: u64) {
+        let file = self.path("ballast");
+        let f = std::fs::File::create(&file).expect("create ballast");
+        f.set_len(bytes).expect("size ballast");
+        drop(f);
+        let dst = format!("{}:/data/ballast", self.holder(i));
+        docker_ok(&["cp", &file.display().to_string(), &dst]);
+    }
+
+    /// Empties the ballast of [`DockerCluster::fill_disk`] (frees its space).
+    pub fn free_disk(&self, i: usize) {
+        let file = self.path("empty");
+        std::fs::write(&file, b"").expect("write empty file");
+        let dst = format!("{}:/data/ballast", self.holder(i));
+        docker_ok(&["cp", &file.display().to_string(), &dst]);
+    }
+
+    fn holder(&self, i: usize) -> &str {
+        assert!(
+            self.holders.len() == self.nodes.len(),
+            "fill_disk/free_disk need DockerCluster::up_on_small_disks"
+        );
+        &self.holders[i]
+    }
+
+    /// Whether container `i`'s process has ended by itself (Docker's state), with its exit
+    /// code; marks the node as not running when it has.
+    pub fn exited(&mut self, i: usize) -> Option<i64> {
+        let out = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            &self.nodes[i].name,
+        ]);
+        let mut it = out.split_whitespace();
+        if it.next() == Some("true") {
+            return None;
+        }
+        self.nodes[i].running = false;
+        it.next().and_then(|c| c.parse().ok())
+    }
+
     /// A path for a file in the test's scratch directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -681,7 +781,12 @@ impl Drop for DockerCluster {
                 );
             }
         }
-        let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .chain(self.holders.iter().map(String::as_str))
+            .collect();
         let mut args = vec!["rm", "-f", "-v"];
         args.extend_from_slice(&names);
         let _ = docker(&args);

@@ -578,6 +578,7 @@ fn every_prometheus_alert_has_a_grafana_counterpart() {
             "KmsLatencyHigh",
             "KmsOutboxGrowing",
             "KmsAppliedIndexLagging",
+            "KmsDataDiskLow",
             "KmsMembershipChangeStuck",
             "KmsClientsExpiring",
             "KmsClientsFailing",

@@ -79,6 +79,21 @@ pub struct StatusReport {
     /// The test clock offset in effect (`clock_offset_secs`; 0 in production).
     #[serde(default)]
     pub clock_offset_secs: i64,
+    /// This node's data directory and the disk it is on (zeros from a node that does not
+    /// report them).
+    #[serde(default)]
+    pub storage: StorageView,
+}
+
+/// This node's data directory and the free space of its filesystem (`status.storage`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    /// Bytes of the files in the data directory (log segments, snapshot, identity, outbox).
+    pub data_dir_bytes: u64,
+    /// Bytes still free for kmsd on the filesystem holding it.
+    pub available_bytes: u64,
+    /// Size of that filesystem in bytes (0 when it could not be read).
+    pub filesystem_bytes: u64,
 }
 
 /// One node's view of the Raft cluster (`status.raft`).
@@ -261,6 +276,7 @@ mod tests {
             connections: BTreeMap::new(),
             clock_offset_secs: 0,
             raft: RaftView::default(),
+            storage: StorageView::default(),
         };
         let v = serde_json::to_value(&r).unwrap();
         assert!(v.get("total_requests").is_some());

@@ -52,8 +52,8 @@ mod types;
 pub use error::ClusterError;
 pub use status::NodeStatus;
 pub use store::{
-    open_stores, FileSnapshotBuilder, LogStore, SnapshotFiles, StateHandle, StateMachine, Wal,
-    WalError, WalOptions, LOG_DIR, SNAPSHOT_DIR,
+    dir_size, open_stores, space, FileSnapshotBuilder, LogStore, SnapshotFiles, StateHandle,
+    StateMachine, Wal, WalError, WalOptions, LOG_DIR, SNAPSHOT_DIR,
 };
 pub use types::{ClusterRequest, ClusterResponse, Registration};
 

@@ -54,7 +54,38 @@ pub fn status(r: &StatusReport) -> String {
     s.push_str(&stats_block(&r.stats, "    "));
     s.push('\n');
     s.push_str(&raft_block(&r.raft));
+    s.push_str(&storage_line(&r.storage));
     s
+}
+
+/// The node's data directory and disk, e.g. `Data directory: 102.0 MiB; disk 2.0 GiB free of
+/// 20.0 GiB (10%)` (nothing from a node that does not report it).
+pub fn storage_line(d: &kms_api::StorageView) -> String {
+    if d.filesystem_bytes == 0 {
+        return String::new();
+    }
+    format!(
+        "Data directory: {}; disk {} free of {} ({}%)\n",
+        bytes(d.data_dir_bytes),
+        bytes(d.available_bytes),
+        bytes(d.filesystem_bytes),
+        d.available_bytes.saturating_mul(100) / d.filesystem_bytes
+    )
+}
+
+/// Bytes in binary units with one decimal (`512 B`, `1.5 KiB`, `102.0 MiB`).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The Raft view of one node.
@@ -494,6 +525,11 @@ mod tests {
             connections: Default::default(),
             clock_offset_secs: 0,
             raft: Default::default(),
+            storage: kms_api::StorageView {
+                data_dir_bytes: 106_954_752,
+                available_bytes: 2_147_483_648,
+                filesystem_bytes: 21_474_836_480,
+            },
         };
         let text = status(&r);
         for line in [
@@ -507,8 +543,21 @@ mod tests {
             "    Requests with License Status Initial grace period: 293",
             "    Requests with License Status License expired or Hardware out of tolerance: 0",
             "Extended PID: 55041-00172-037-474982-03-1041-7601.0000-1302011",
+            "Data directory: 102.0 MiB; disk 2.0 GiB free of 20.0 GiB (10%)",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        let mut older = r.clone();
+        older.storage = Default::default();
+        assert!(!status(&older).contains("Data directory"));
+    }
+
+    #[test]
+    fn byte_sizes_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(8 << 20), "8.0 MiB");
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
     }
 }

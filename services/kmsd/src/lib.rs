@@ -485,6 +485,7 @@ pub async fn run_with(
         facts: Arc::new(report::HostFacts {
             listening: kms_addrs.clone(),
             dns_publishing: cfg.dns_publish,
+            data_dir: cfg.data_dir.clone(),
         }),
         ready: ready.clone(),
         metrics: metrics.clone(),

@@ -90,6 +90,9 @@ struct Scraped {
     raft_quorum: IntGauge,
     raft_stale: prometheus::Gauge,
     raft_outbox: IntGauge,
+    data_dir_bytes: IntGauge,
+    disk_available: IntGauge,
+    disk_size: IntGauge,
 }
 
 /// The daemon's metrics registry.
@@ -232,6 +235,9 @@ impl Metrics {
             raft_quorum: gauge(&r, "kms_raft_quorum_reachable", "1 when this node knows a leader backed by a quorum."),
             raft_stale: reg(&r, prometheus::Gauge::new("kms_raft_stale_seconds", "Time this node has been without a quorum-backed leader.").expect("valid metric")),
             raft_outbox: gauge(&r, "kms_raft_outbox_commands", "Requests answered without quorum waiting to be replayed."),
+            data_dir_bytes: gauge(&r, "kms_data_dir_bytes", "Bytes of the files in this node's data directory (log segments, snapshot)."),
+            disk_available: gauge(&r, "kms_data_filesystem_avail_bytes", "Bytes still free for kmsd on the filesystem holding the data directory."),
+            disk_size: gauge(&r, "kms_data_filesystem_size_bytes", "Size of the filesystem holding the data directory, in bytes."),
         };
         let lifecycle = crate::lifecycle_metrics::LifecycleMetrics::new(&r);
         Self {
@@ -407,6 +413,10 @@ impl Scraped {
             .set(i64::from(r.leader.is_some() && r.stale_ms == 0));
         self.raft_stale.set(r.stale_ms as f64 / 1000.0);
         self.raft_outbox.set(r.outbox_len as i64);
+        let d = &st.storage;
+        self.data_dir_bytes.set(d.data_dir_bytes as i64);
+        self.disk_available.set(d.available_bytes as i64);
+        self.disk_size.set(d.filesystem_bytes as i64);
     }
 }
 
@@ -452,6 +462,11 @@ mod tests {
             }],
             connections: BTreeMap::new(),
             clock_offset_secs: 0,
+            storage: kms_api::StorageView {
+                data_dir_bytes: 104_857_600,
+                available_bytes: 2_000_000_000,
+                filesystem_bytes: 20_000_000_000,
+            },
             raft: RaftView {
                 node_id: 2,
                 role: "leader".into(),
@@ -520,6 +535,15 @@ mod tests {
             Some(100.0)
         );
         assert_eq!(value(&text, "kms_raft_quorum_reachable"), Some(1.0));
+        assert_eq!(value(&text, "kms_data_dir_bytes"), Some(104_857_600.0));
+        assert_eq!(
+            value(&text, "kms_data_filesystem_avail_bytes"),
+            Some(2_000_000_000.0)
+        );
+        assert_eq!(
+            value(&text, "kms_data_filesystem_size_bytes"),
+            Some(20_000_000_000.0)
+        );
         assert_eq!(value(&text, "kms_open_connections"), Some(3.0));
         assert_eq!(
             value(&text, "kms_decode_errors_total{kind=\"header\"}"),

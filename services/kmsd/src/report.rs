@@ -3,7 +3,7 @@
 
 use crate::service::Service;
 use crate::stats::Counters;
-use kms_api::{ClientInfo, GroupStatus, RequestStats, StatusReport};
+use kms_api::{ClientInfo, GroupStatus, RequestStats, StatusReport, StorageView};
 use kms_protocol::LicenseState;
 use kms_state::lifecycle::{activation_ends_ms, failure_reason};
 use kms_state::{ClientFilter, Stats};
@@ -42,6 +42,18 @@ pub struct HostFacts {
     pub listening: Vec<std::net::SocketAddr>,
     /// DNS publishing enabled.
     pub dns_publishing: bool,
+    /// The data directory (its size and free disk space are reported).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Size of `dir` and the free space of its filesystem (zeros for what cannot be read).
+pub fn storage(dir: &std::path::Path) -> StorageView {
+    let space = kms_cluster::space::of(dir).ok();
+    StorageView {
+        data_dir_bytes: kms_cluster::dir_size(dir),
+        available_bytes: space.map_or(0, |s| s.available),
+        filesystem_bytes: space.map_or(0, |s| s.size),
+    }
 }
 
 /// `GET /status` at `now_ms`.
@@ -97,6 +109,7 @@ pub fn status(
         groups,
         connections,
         clock_offset_secs: policy.clock_offset_ms / 1000,
+        storage: storage(&facts.data_dir),
     }
 }
 

@@ -16,12 +16,13 @@ pub(crate) mod frame;
 mod log;
 mod sm;
 mod snapshot;
+pub mod space;
 pub(crate) mod wal;
 
 pub use log::LogStore;
 pub use sm::{FileSnapshotBuilder, StateHandle, StateMachine};
 pub use snapshot::SnapshotFiles;
-pub use wal::{Wal, WalError, WalOptions};
+pub use wal::{dir_size, Wal, WalError, WalOptions};
 
 use std::path::Path;
 

@@ -94,9 +94,27 @@ pub fn remove_spares(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes a spare of `bytes` zeros and fsyncs it. Blocking (tens of milliseconds for 8 MiB):
-/// run it off the writer's path. On failure (a full disk) the partial file is removed.
-pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Spare> {
+/// What preparing a spare gave.
+#[derive(Debug)]
+pub enum Prepared {
+    /// A spare, ready to be installed.
+    Spare(Spare),
+    /// None: the disk has too little free space to set a segment aside (`available` bytes;
+    /// see `store::space::may_preallocate`).
+    LowSpace {
+        /// Bytes free on the log's filesystem when it was checked.
+        available: u64,
+    },
+}
+
+/// Writes a spare of `bytes` zeros and fsyncs it, unless the disk has too little free space
+/// for it. Blocking (tens of milliseconds for 8 MiB): run it off the writer's path. On
+/// failure (a full disk) the partial file is removed.
+pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Prepared> {
+    let available = crate::store::space::of(dir)?.available;
+    if !crate::store::space::may_preallocate(available, bytes) {
+        return Ok(Prepared::LowSpace { available });
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{}-{n}{SPARE_SUFFIX}", std::process::id()));
@@ -124,7 +142,7 @@ pub fn prepare_spare(dir: &Path, bytes: u64) -> std::io::Result<Spare> {
         Ok(file)
     };
     match fill() {
-        Ok(file) => Ok(Spare { path, file }),
+        Ok(file) => Ok(Prepared::Spare(Spare { path, file })),
         Err(e) => {
             let _ = std::fs::remove_file(&path);
             Err(e)

@@ -6,6 +6,8 @@
 //! rotates to a new segment when the active one is full and deletes segments whose entries are
 //! all purged. With preallocation on, a helper thread prepares the next segment as a file of
 //! zeros while the writer fills the current one (see `segment`); the writer never waits for it.
+//! On a nearly full disk no segment is set aside (`store::space`): the log appends to the end
+//! of the disk instead, and says so once in the log.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -60,7 +62,11 @@ pub struct Writer {
     /// Whether the active segment is a preallocated one.
     active_preallocated: bool,
     /// The next segment being prepared.
-    spare: Option<JoinHandle<std::io::Result<segment::Spare>>>,
+    spare: Option<JoinHandle<std::io::Result<segment::Prepared>>>,
+    /// A prepared spare waiting for the next rotation.
+    ready: Option<segment::Spare>,
+    /// Whether the last preparation found too little free space (logged once per episode).
+    low_space: bool,
 }
 
 /// Most operations taken into one group commit.
@@ -123,14 +129,11 @@ impl Writer {
             preallocate,
             active_preallocated: false,
             spare: None,
+            ready: None,
+            low_space: false,
         };
         writer.prepare_next();
         Ok(writer)
-    }
-
-    /// Whether a spare is prepared (or its preparation failed) and can be taken.
-    fn spare_finished(&self) -> bool {
-        self.spare.as_ref().is_some_and(JoinHandle::is_finished)
     }
 
     /// Runs until every sender is gone.
@@ -162,6 +165,7 @@ impl Writer {
         if let Some(spare) = self.spare.take() {
             let _ = spare.join();
         }
+        // (A spare never installed stays a `.spare` file, deleted at the next open.)
     }
 
     /// Starts preparing the next segment on a helper thread, unless one is under way.
@@ -182,19 +186,36 @@ impl Writer {
         }
     }
 
-    /// The prepared spare, if its preparation has finished (a failed one is logged and
-    /// dropped; the next rotation prepares another).
-    fn ready_spare(&mut self) -> Option<segment::Spare> {
-        if !self.spare_finished() {
-            return None;
+    /// Takes a finished preparation: a spare is kept for the next rotation; a disk too full
+    /// for one, or a failure, is logged and dropped, and the next rotation (when the active
+    /// segment is full) tries again. Never waits for a preparation under way.
+    fn collect_spare(&mut self) {
+        if !self.spare.as_ref().is_some_and(JoinHandle::is_finished) {
+            return;
         }
-        match self.spare.take()?.join() {
-            Ok(Ok(spare)) => Some(spare),
+        let Some(handle) = self.spare.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(segment::Prepared::Spare(spare))) => {
+                if std::mem::take(&mut self.low_space) {
+                    tracing::info!(dir = %self.dir.display(), "enough free disk space again: raft log segments are preallocated");
+                }
+                self.ready = Some(spare);
+            }
+            Ok(Ok(segment::Prepared::LowSpace { available })) => {
+                if !std::mem::replace(&mut self.low_space, true) {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        available_bytes = available,
+                        "little free disk space: raft log segments are no longer preallocated (the log appends until the disk is full, then the node stops)"
+                    );
+                }
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, dir = %self.dir.display(), "cannot preallocate the next raft log segment; writing an appended one");
-                None
             }
-            Err(_) => None,
+            Err(_) => {}
         }
     }
 
@@ -285,8 +306,9 @@ impl Writer {
             }
             // A full segment is replaced; so is an appended one (the first after an open, or
             // one written while no spare was ready) as soon as a preallocated one is ready.
+            self.collect_spare();
             if self.size >= self.segment_limit
-                || (!self.active_preallocated && self.spare_finished())
+                || (!self.active_preallocated && self.ready.is_some())
             {
                 if let Err(e) = self.rotate() {
                     tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new raft log segment");
@@ -305,7 +327,8 @@ impl Writer {
     /// Starts a new segment whose header carries the current pointers.
     fn rotate(&mut self) -> std::io::Result<()> {
         let seq = self.seq + 1;
-        let spare = self.ready_spare();
+        self.collect_spare();
+        let spare = self.ready.take();
         let (file, size, preallocated) =
             new_segment(&self.dir, &self.shared, seq, self.pointers, spare)?;
         self.file = file;

@@ -11,8 +11,9 @@
 //! [`DockerCluster::partition`] disconnects a container from the raft network only, so its
 //! Raft/forwarding traffic is cut while its published client and admin ports keep
 //! answering; [`DockerCluster::heal`] connects it again under the same alias. Each node
-//! keeps its sled data in its own Docker volume, so [`DockerCluster::kill`] (SIGKILL) and
-//! [`DockerCluster::start`] restart it from disk. Every container, network and volume has
+//! keeps its data directory in its own Docker volume, so [`DockerCluster::kill`] (SIGKILL)
+//! and [`DockerCluster::start`] restart it from disk. [`DockerCluster::up_on_small_disks`]
+//! puts those volumes on small tmpfs disks that [`DockerCluster::fill_disk`] can fill. Every container, network and volume has
 //! a unique name (random suffix) and is removed on drop, also when the test panics;
 //! leftovers of test processes that died without dropping are swept on first use.
 //!

@@ -162,10 +162,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| to_storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
     }
 
+    /// Not waited for: openraft's core runs no other command until `purge` returns, and the
+    /// purge record's flush plus the deletion of whole segments (tens of ms on a busy disk)
+    /// would hold every request back that long, on every node at once after a snapshot. The
+    /// index forgets the entries at once; the record goes out with the next group commit. A
+    /// purge lost in a crash only leaves entries the snapshot already covers (purged again
+    /// after the next snapshot); a failed write fails the log, and with it the next append.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging raft log up to this entry");
-        durable(|done| self.wal.purge(log_id, done))
-            .await
-            .map_err(|e| to_storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
+        self.wal
+            .purge(
+                log_id,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, %log_id, "raft log purge failed");
+                    }
+                }),
+            )
+            .map_err(|e| to_storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e.into()))
     }
 }

@@ -67,6 +67,45 @@ pub struct Writer {
     ready: Option<segment::Spare>,
     /// Whether the last preparation found too little free space (logged once per episode).
     low_space: bool,
+    /// The thread deleting purged segments, and the way to hand it work.
+    janitor: Option<(std::sync::mpsc::Sender<Unlink>, JoinHandle<()>)>,
+}
+
+/// Purged segment files to delete, and the purges to answer once they are gone.
+struct Unlink {
+    paths: Vec<(u64, PathBuf)>,
+    dones: Vec<Done>,
+}
+
+impl Unlink {
+    fn run(self) {
+        for (seq, p) in self.paths {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::debug!(segment = seq, "raft log: purged segment deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %p.display(), "cannot delete purged raft log segment")
+                }
+            }
+        }
+        for d in self.dones {
+            d(Ok(()));
+        }
+    }
+}
+
+/// Starts the thread that deletes purged segments (None, logged, if it cannot be started).
+fn start_janitor() -> Option<(std::sync::mpsc::Sender<Unlink>, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<Unlink>();
+    match std::thread::Builder::new()
+        .name("raft-log-purge".into())
+        .spawn(move || rx.into_iter().for_each(Unlink::run))
+    {
+        Ok(handle) => Some((tx, handle)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the thread deleting purged raft log segments; the writer deletes them");
+            None
+        }
+    }
 }
 
 /// Most operations taken into one group commit.
@@ -131,6 +170,7 @@ impl Writer {
             spare: None,
             ready: None,
             low_space: false,
+            janitor: start_janitor(),
         };
         writer.prepare_next();
         Ok(writer)
@@ -166,6 +206,11 @@ impl Writer {
             let _ = spare.join();
         }
         // (A spare never installed stays a `.spare` file, deleted at the next open.)
+        // Purged segments still to delete are deleted before the log is let go.
+        if let Some((tx, handle)) = self.janitor.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 
     /// Starts preparing the next segment on a helper thread, unless one is under way.
@@ -227,6 +272,8 @@ impl Writer {
         // Every operation but the committed pointer is answered once durable.
         let need_sync = !ops.is_empty();
         let mut purge: Option<LogId> = None;
+        // Purges are answered once their segments are deleted (see `delete_purged`).
+        let mut purge_dones: Vec<Done> = Vec::new();
         let mut dones: Vec<Done> = Vec::with_capacity(ops.len());
         for op in ops {
             payload.clear();
@@ -261,7 +308,10 @@ impl Writer {
                         self.pointers.purged = Some(id);
                     }
                     purge = Some(id);
-                    (Some(Record::Purge(id)), done)
+                    purge_dones.push(done);
+                    let kind = record::encode(&Record::Purge(id), &mut payload);
+                    put_frame(&mut buf, kind, &payload);
+                    continue;
                 }
                 Op::Sync(done) => (None, done),
             };
@@ -300,9 +350,8 @@ impl Writer {
             }
         }
         if result.is_ok() {
-            // Before answering, so that a caller of purge sees the files gone.
             if let Some(upto) = purge {
-                self.delete_purged(upto);
+                self.delete_purged(upto, std::mem::take(&mut purge_dones));
             }
             // A full segment is replaced; so is an appended one (the first after an open, or
             // one written while no spare was ready) as soon as a preallocated one is ready.
@@ -316,7 +365,7 @@ impl Writer {
                 }
             }
         }
-        for d in dones {
+        for d in dones.into_iter().chain(purge_dones) {
             d(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(copy_err(e)),
@@ -342,8 +391,12 @@ impl Writer {
     }
 
     /// Deletes the oldest segments while every entry in them is at or below `upto` (never the
-    /// active one): whole files, so a purge costs no rewriting.
-    fn delete_purged(&mut self, upto: LogId) {
+    /// active one): whole files, so a purge costs no rewriting. The files are unlinked on a
+    /// helper thread (freeing an 8 MiB file takes milliseconds on a busy disk, and the
+    /// writer's next group would wait for it); `dones` are answered once they are gone, so a
+    /// caller of purge sees the files gone. A file that cannot be deleted is logged and
+    /// left (replay ignores entries below the purge pointer).
+    fn delete_purged(&mut self, upto: LogId, dones: Vec<Done>) {
         let deletable: Vec<u64> = self
             .segments
             .iter()
@@ -352,19 +405,21 @@ impl Writer {
             })
             .map(|(seq, _)| *seq)
             .collect();
+        let mut paths = Vec::with_capacity(deletable.len());
         for seq in deletable {
-            let p = segment::path(&self.dir, seq);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {
-                    self.segments.remove(&seq);
-                    self.shared.remove_reader(seq);
-                    tracing::debug!(segment = seq, "raft log: purged segment deleted");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %p.display(), "cannot delete purged raft log segment");
-                    break;
-                }
-            }
+            self.segments.remove(&seq);
+            self.shared.remove_reader(seq);
+            paths.push((seq, segment::path(&self.dir, seq)));
         }
+        let job = Unlink { paths, dones };
+        // Without a helper (it could not be started), the writer deletes them itself.
+        let job = match &self.janitor {
+            Some((tx, _)) => match tx.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        job.run();
     }
 }

@@ -4,7 +4,7 @@
 # to core 1 where the machine has two cores. Prints every command and its output.
 #
 #   cargo build --release -p kmsd -p kmsctl --bins --example tcp_baseline --example disk_baseline
-#   scripts/bench-step6.sh [single|cluster|million|3m|ab|all]
+#   scripts/bench-step6.sh [single|cluster|million|3m|ab|gaps|all]
 #
 # Every run uses fresh data directories under $BENCH_DIR (default: a new temp dir) and stops
 # the processes it started. MILLION (default 1000000) sets the size of the big run; ROUNDS
@@ -270,6 +270,31 @@ three_million() {
     kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
 }
 
+# gaps: 3 nodes, MILLION activations (70% through the leader at c=48, 30% through a
+# follower at c=16, at the same time), each activation logged; prints the longest gaps
+# without an answered activation with their UTC times (to match against the nodes' logs in
+# $DIR/c*.log) and the AppendEntries timeouts the leader logged.
+gaps() {
+    echo "== longest gaps, 3 nodes, $MILLION activations =="
+    local p1 p2 p3 n1=$((MILLION * 7 / 10)) n2
+    n2=$((MILLION - n1))
+    start_cluster g; p1=${CPIDS[0]}; p2=${CPIDS[1]}; p3=${CPIDS[2]}
+    say "kmsctl bench --count $n1 --concurrency 48 via the leader (node $LEADER) and --count $n2 --concurrency 16 via node $FOLLOWER, at the same time, --log each"
+    bench --host "127.0.0.$LEADER" --count "$n1" --concurrency 48 --log "$DIR/lead.jsonl" --json >"$DIR/lead.json" &
+    local b1=$!
+    bench --host "127.0.0.$FOLLOWER" --count "$n2" --concurrency 16 --log "$DIR/fol.jsonl" --json >"$DIR/fol.json" &
+    wait "$b1" $!
+    bench_text "$(cat "$DIR/lead.json")"
+    bench_text "$(cat "$DIR/fol.json")"
+    echo "gaps over 50 ms between answered activations (both benches), longest first:"
+    cat "$DIR/lead.jsonl" "$DIR/fol.jsonl" | jq -r 'select(.answered) | (.start_ms + (.micros / 1000))' | sort -g |
+        awk 'NR > 1 && $1 - p > 50 { printf "%.1f ms after %s\n", $1 - p, strftime("%H:%M:%S", int(p / 1000), 1) "." sprintf("%03d", p % 1000) } { p = $1 }' |
+        sort -g -r | head -10
+    echo "AppendEntries timeouts logged by the nodes: $(cat "$DIR"/g?.log | grep -c 'error replication to target=[0-9]* error=timeout' || true)"
+    totals http://127.0.0.1:9688 http://127.0.0.2:9688 http://127.0.0.3:9688
+    kill -TERM "$p1" "$p2" "$p3"; wait "$p1" "$p2" "$p3" 2>/dev/null || true
+}
+
 echo "kms-cluster $(git rev-parse --short HEAD), $(nproc) cores, data in $DIR, kmsd $KMSD"
 case "$what" in
 single) single ;;
@@ -277,6 +302,7 @@ cluster) cluster ;;
 million) million ;;
 3m) three_million ;;
 ab) ab ;;
+gaps) gaps ;;
 all) single; cluster; million; three_million ;;
-*) echo "usage: $0 [single|cluster|million|3m|ab|all]" >&2; exit 2 ;;
+*) echo "usage: $0 [single|cluster|million|3m|ab|gaps|all]" >&2; exit 2 ;;
 esac

@@ -292,7 +292,20 @@ fn discovery_does_not_promote_a_learner_that_does_not_answer() {
     // Answering again: discovery promotes it.
     n2.signal("CONT");
     wait_voters(&[&nodes[0]], &[1, 2], Duration::from_secs(40));
-    assert_eq!(nodes[0].status()["raft"]["membership_state"], "stable");
+    // The joint configuration ({1} -> {1,2}) already lists both voters; the uniform one is
+    // committed right after it (it failed here when read in between, on a slower run).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let raft = nodes[0].status()["raft"].clone();
+        if raft["membership_state"] == "stable" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "membership not stable 10 s after both became voters: {raft}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// kube's client is pointed at `kubernetes_api_url` and works over plain HTTP without

@@ -308,18 +308,19 @@ impl Writer {
                         self.pointers.purged = Some(id);
                     }
                     purge = Some(id);
-                    purge_dones.push(done);
-                    let kind = record::encode(&Record::Purge(id), &mut payload);
-                    put_frame(&mut buf, kind, &payload);
-                    continue;
+                    (Some(Record::Purge(id)), done)
                 }
                 Op::Sync(done) => (None, done),
             };
-            if let Some(r) = record {
-                let kind = record::encode(&r, &mut payload);
+            if let Some(r) = &record {
+                let kind = record::encode(r, &mut payload);
                 put_frame(&mut buf, kind, &payload);
             }
-            dones.push(done);
+            if matches!(record, Some(Record::Purge(_))) {
+                purge_dones.push(done);
+            } else {
+                dones.push(done);
+            }
         }
         // Last, so that a torn write never keeps the pointer without the entries it covers.
         if let Some(c) = committed {

@@ -13,7 +13,8 @@
 //! answering; [`DockerCluster::heal`] connects it again under the same alias. Each node
 //! keeps its data directory in its own Docker volume, so [`DockerCluster::kill`] (SIGKILL)
 //! and [`DockerCluster::start`] restart it from disk. [`DockerCluster::up_on_small_disks`]
-//! puts those volumes on small tmpfs disks that [`DockerCluster::fill_disk`] can fill. Every container, network and volume has
+//! puts those volumes on small tmpfs disks that [`DockerCluster::fill_disk`] can fill. Every
+//! container, network and volume has
 //! a unique name (random suffix) and is removed on drop, also when the test panics;
 //! leftovers of test processes that died without dropping are swept on first use.
 //!
@@ -190,6 +191,11 @@ pub struct DockerNode {
     partitioned: bool,
 }
 
+/// Name of the container that keeps `node`'s small-disk volume mounted.
+fn holder_name(node: &DockerNode) -> String {
+    format!("{}-hold", node.name)
+}
+
 /// N `kmsd` containers forming one Raft cluster.
 pub struct DockerCluster {
     /// The members; index i is node id i+1.
@@ -202,8 +208,9 @@ pub struct DockerCluster {
     pub raft_net: String,
     /// Scratch directory of the test (bench logs).
     pub dir: tempfile::TempDir,
-    /// Containers that keep small-disk volumes mounted (see [`DockerCluster::up_on_small_disks`]).
-    holders: Vec<String>,
+    /// Whether the volumes are small disks kept mounted by holder containers (see
+    /// [`DockerCluster::up_on_small_disks`]; node `i`'s is named by `holder(i)`).
+    small_disks: bool,
 }
 
 impl DockerCluster {
@@ -269,7 +276,7 @@ impl DockerCluster {
             clients_net: format!("{base}-clients"),
             raft_net: format!("{base}-raft"),
             dir: tempfile::tempdir().expect("tempdir"),
-            holders: Vec::new(),
+            small_disks: small_disk.is_some(),
         };
         let mut args = vec!["network", "create", "--driver", "bridge"];
         args.extend_from_slice(&labels);
@@ -300,8 +307,7 @@ impl DockerCluster {
             "0".to_string(),
         ];
         let tmpfs_opts = small_disk.map(|size| format!("o=size={size},uid=10001,gid=10001"));
-        for i in 0..c.nodes.len() {
-            let node = &c.nodes[i];
+        for node in &c.nodes {
             let mut args = vec!["volume", "create"];
             args.extend_from_slice(&labels);
             if let Some(o) = &tmpfs_opts {
@@ -319,8 +325,7 @@ impl DockerCluster {
             if small_disk.is_some() {
                 // A tmpfs volume is unmounted (and emptied) when no container uses it: the
                 // holder (an idle kmsd with its own data in /tmp, no network) keeps it.
-                let holder = format!("{}-hold", node.name);
-                c.holders.push(holder.clone());
+                let holder = holder_name(node);
                 let mount = format!("{}:/data", node.volume);
                 let mut args = vec!["run", "-d", "--name", &holder, "--network", "none"];
                 args.extend_from_slice(&labels);
@@ -339,7 +344,6 @@ impl DockerCluster {
                 ]);
                 docker_ok(&args);
             }
-            let node = &c.nodes[i];
             let id = node.id.to_string();
             let advertise = format!("{}:{RAFT_PORT}", node.alias);
             let kms_pub = format!("127.0.0.1::{KMS_PORT}");
@@ -702,12 +706,12 @@ impl DockerCluster {
         docker_ok(&["cp", &file.display().to_string(), &dst]);
     }
 
-    fn holder(&self, i: usize) -> &str {
+    fn holder(&self, i: usize) -> String {
         assert!(
-            self.holders.len() == self.nodes.len(),
+            self.small_disks,
             "fill_disk/free_disk need DockerCluster::up_on_small_disks"
         );
-        &self.holders[i]
+        holder_name(&self.nodes[i])
     }
 
     /// Whether container `i`'s process has ended by itself (Docker's state), with its exit
@@ -782,11 +786,16 @@ impl Drop for DockerCluster {
                 );
             }
         }
+        let holders: Vec<String> = if self.small_disks {
+            self.nodes.iter().map(holder_name).collect()
+        } else {
+            Vec::new()
+        };
         let names: Vec<&str> = self
             .nodes
             .iter()
             .map(|n| n.name.as_str())
-            .chain(self.holders.iter().map(String::as_str))
+            .chain(holders.iter().map(String::as_str))
             .collect();
         let mut args = vec!["rm", "-f", "-v"];
         args.extend_from_slice(&names);

@@ -430,6 +430,21 @@ pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     http_get_with(url, &[]).map(|r| (r.code, r.body))
 }
 
+/// The value of series `series` (name and labels exactly as exported) in the `/metrics` of
+/// the admin API at `admin`; None when it is not exported. Panics unless `/metrics` answers
+/// 200.
+pub fn metric(admin: &str, series: &str) -> Option<f64> {
+    let (code, text) = http_get(&format!("{admin}/metrics")).expect("GET /metrics");
+    assert_eq!(code, 200, "GET {admin}/metrics");
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// An idle TCP connection to `addr` from local address `source` (e.g. `127.0.0.2`), to
 /// exercise a host's per-source rules; held open until dropped.
 pub fn connect_from(source: &str, addr: std::net::SocketAddr) -> TcpStream {

@@ -18,7 +18,6 @@
 //! ```
 
 use kms_tests::docker::{Bench, BenchLoad, DockerCluster};
-use kms_tests::harness::http_get;
 use kms_tests::ledger::Ledger;
 use std::time::{Duration, Instant};
 
@@ -52,17 +51,8 @@ fn storage(c: &DockerCluster) -> (u64, u64, u64) {
 }
 
 fn metric(c: &DockerCluster, name: &str) -> u64 {
-    let (code, text) = http_get(&format!("{}/metrics", c.admin(0))).expect("GET /metrics");
-    assert_eq!(code, 200);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
+    kms_tests::harness::metric(c.admin(0), name).unwrap_or_else(|| panic!("{name} not in /metrics"))
+        as u64
 }
 
 #[test]

@@ -61,10 +61,7 @@ fn log_lines(k: &Kmsd, part: &str) -> Vec<String> {
 
 /// The value of series `series` in the node's `/metrics`.
 fn metric(k: &Kmsd, series: &str) -> Option<f64> {
-    let (code, text) = http_get(&format!("{}/metrics", k.admin)).expect("metrics");
-    assert_eq!(code, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    kms_tests::harness::metric(&k.admin, series)
 }
 
 #[test]

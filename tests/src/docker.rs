@@ -443,6 +443,12 @@ impl DockerCluster {
         addr
     }
 
+    /// Starts container `i` without reading its published ports: for a start that is expected
+    /// to fail (the ports of a container that has already stopped cannot be read).
+    pub fn start_expecting_exit(&mut self, i: usize) {
+        docker_ok(&["start", &self.nodes[i].name]);
+    }
+
     /// SIGKILLs container `i` (no shutdown; its volume stays).
     pub fn kill(&mut self, i: usize) {
         docker_ok(&["kill", &self.nodes[i].name]);
@@ -698,12 +704,44 @@ impl DockerCluster {
         docker_ok(&["cp", &file.display().to_string(), &dst]);
     }
 
-    /// Empties the ballast of [`DockerCluster::fill_disk`] (frees its space).
+    /// Fills what is left of node `i`'s small disk, to the last page: the largest file of zeros
+    /// that still fits (the image has no shell, so `docker cp` tries sizes that halve).
+    pub fn fill_disk_to_the_end(&self, i: usize) {
+        let dst = format!("{}:/data/fill", self.holder(i));
+        let file = self.path("fill");
+        let copy = |bytes: u64| {
+            let f = std::fs::File::create(&file).expect("create fill file");
+            f.set_len(bytes).expect("size fill file");
+            drop(f);
+            docker(&["cp", &file.display().to_string(), &dst])
+                .status
+                .success()
+        };
+        let mut fits = 0;
+        let mut step: u64 = 64 << 20;
+        while step >= 4096 {
+            if copy(fits + step) {
+                fits += step;
+            } else {
+                step /= 2;
+            }
+        }
+        // A failed copy may have left a shorter file: the last size that fitted, again.
+        assert!(copy(fits), "copying {fits} bytes that fitted before failed");
+    }
+
+    /// Empties the ballast of [`DockerCluster::fill_disk`] and the file of
+    /// [`DockerCluster::fill_disk_to_the_end`] (frees their space).
     pub fn free_disk(&self, i: usize) {
         let file = self.path("empty");
         std::fs::write(&file, b"").expect("write empty file");
         let dst = format!("{}:/data/ballast", self.holder(i));
         docker_ok(&["cp", &file.display().to_string(), &dst]);
+        docker_ok(&[
+            "cp",
+            &file.display().to_string(),
+            &format!("{}:/data/fill", self.holder(i)),
+        ]);
     }
 
     fn holder(&self, i: usize) -> String {

@@ -10,6 +10,8 @@
 //!   an 8 MiB segment set aside would take the space its own next writes need;
 //! - when the disk is full the node stops by itself, with `No space left on device` in its
 //!   log, a non-zero exit status and no panic;
+//! - started again while the disk is still full, it stops again, with the error and what to
+//!   do (free space or grow the volume) as its last words;
 //! - once space is freed it starts again from its data directory, and every activation a
 //!   client saw answered is counted exactly once (`kms_tests::ledger`); it then serves again.
 //!
@@ -35,6 +37,8 @@ const MAX_RUNS: usize = 20;
 const SNAPSHOT_EVERY: &str = "2000";
 const ENOSPC: &str = "No space left on device";
 const LOW_SPACE_LINE: &str = "raft log segments are no longer preallocated";
+/// The advice kmsd prints when it stops on a full disk.
+const DISK_FULL_HINT: &str = "is full: free space on it or grow the volume";
 
 fn storage(c: &DockerCluster) -> (u64, u64, u64) {
     let s = c.status(0);
@@ -135,6 +139,39 @@ fn a_full_disk_stops_the_node_and_loses_nothing_it_acknowledged() {
         c.logs_tail(0, 30)
     );
     assert!(ledger.answered() > 0);
+
+    // Its supervisor starts it again while the disk is still full: it stops again, says why and
+    // what to do, and loses nothing (checked once the space is freed).
+    c.fill_disk_to_the_end(0);
+    c.start_expecting_exit(0);
+    let until = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(code) = c.exited(0) {
+            break code;
+        }
+        assert!(
+            Instant::now() < until,
+            "the node runs on a full disk: {}",
+            c.logs_tail(0, 20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let last = c.logs_tail(0, 3);
+    eprintln!("started on the full disk: exit {code}, last lines:\n{last}");
+    assert_ne!(code, 0, "a node that cannot start exits with an error");
+    assert!(
+        last.contains(ENOSPC),
+        "the last lines do not say why:\n{last}"
+    );
+    assert!(
+        last.contains(DISK_FULL_HINT),
+        "the last lines do not say what to do:\n{last}"
+    );
+    assert!(
+        !c.logs_tail(0, 100_000).contains("panicked"),
+        "kmsd panicked:\n{}",
+        c.logs_tail(0, 30)
+    );
 
     // Space freed (the volume grown, other files removed): the node starts from its data
     // directory and has lost nothing it acknowledged.

@@ -100,6 +100,36 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// Whether the data disk ran full (`ENOSPC` anywhere in the cause chain). Raft's fatal
+    /// errors reach us as text, so for those the operating system's message is matched.
+    pub fn is_disk_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        matches!(self, DaemonError::Fatal(m) if m.contains(ENOSPC_TEXT))
+    }
+}
+
+/// How Linux words `ENOSPC` in an `io::Error`'s text.
+const ENOSPC_TEXT: &str = "No space left on device";
+
+/// What an operator does when the node stopped (or cannot start) on a full data disk.
+pub fn disk_full_hint(data_dir: &std::path::Path) -> String {
+    format!(
+        "the data disk of {} is full: free space on it or grow the volume, then start kmsd \
+         again. Do not delete files under raft/ to make room. Every activation this node \
+         answered is on disk and is kept.",
+        data_dir.display()
+    )
+}
+
 /// Current Unix time in milliseconds (the only clock read of the daemon's request path).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -607,4 +637,29 @@ fn restrict_tree(dir: &std::path::Path, depth: usize) -> std::io::Result<()> {
 /// Call it first thing in the binary.
 pub fn owner_only_files() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_recognised_through_the_cause_chain_and_in_raft_text() {
+        let full = DaemonError::DataDir {
+            dir: "/d".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(full.is_disk_full());
+        let fatal = DaemonError::Fatal(
+            "when Write Logs: No space left on device (os error 28)".to_string(),
+        );
+        assert!(fatal.is_disk_full());
+        let other = DaemonError::DataDir {
+            dir: "/d".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        assert!(!other.is_disk_full());
+        assert!(!DaemonError::Fatal("when Write Logs: Input/output error".into()).is_disk_full());
+        assert!(disk_full_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));
+    }
 }

@@ -83,10 +83,14 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         reloads: Some(reload_rx),
         set_log_level: telemetry.log_level_switch(),
     };
+    let data_dir = cfg.data_dir.clone();
     let result = kmsd::run_with(cfg, shutdown, control, |_| {}).await;
     telemetry.shutdown().await;
     if let Err(e) = result {
         eprintln!("kmsd: {e}");
+        if e.is_disk_full() {
+            eprintln!("kmsd: {}", kmsd::disk_full_hint(&data_dir));
+        }
         std::process::exit(1);
     }
     Ok(())

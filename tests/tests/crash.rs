@@ -60,6 +60,8 @@ const SNAPSHOT_LINE: &str = "built raft snapshot";
 const PURGE_LINE: &str = "purging raft log up to this entry";
 const SEGMENT_DELETED_LINE: &str = "purged segment deleted";
 const TORN_TAIL_LINE: &str = "cutting a torn tail off the raft log";
+/// What kmsd says to do when its data directory is damaged.
+const DAMAGED_HINT: &str = "so it cannot start from it. Move ";
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -487,6 +489,10 @@ fn torn_newest_segment_is_cut_and_damaged_older_segment_refuses_start() {
         .find(|l| l.contains("is damaged at byte"))
         .unwrap_or_else(|| panic!("no damage message:\n{log}"));
     assert!(line.contains(&name), "message does not name {name}: {line}");
+    assert!(
+        log.contains(DAMAGED_HINT),
+        "kmsd does not say what to do with a damaged data directory:\n{log}"
+    );
     eprintln!(
         "damaged log: torn tail of {} cut ({warning}); flipped byte {mid} of {}: {line}",
         newest.display(),

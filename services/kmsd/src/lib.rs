@@ -117,6 +117,44 @@ impl DaemonError {
     }
 }
 
+impl DaemonError {
+    /// Whether the node could not start because its data directory holds damaged records (a
+    /// log record or snapshot that was made durable and no longer reads back), as opposed to
+    /// a disk error or data of a newer version.
+    pub fn is_damaged_data(&self) -> bool {
+        use kms_cluster::{ClusterError, WalError};
+        let DaemonError::Cluster {
+            source: kms_cluster::node::StartError::Store(e),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match e {
+            ClusterError::Wal(WalError::Corrupt { .. } | WalError::BadEntry { .. }) => true,
+            ClusterError::BadSnapshot { .. } | ClusterError::SnapshotMismatch { .. } => true,
+            ClusterError::State(
+                kms_state::StateError::Io(_) | kms_state::StateError::SchemaVersion { .. },
+            ) => false,
+            ClusterError::State(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What an operator does when the node cannot start from a damaged data directory.
+pub fn damaged_data_hint(data_dir: &std::path::Path) -> String {
+    format!(
+        "the data in {dir} is damaged: something this node wrote and made durable no longer \
+         reads back, so it cannot start from it. Move {dir} aside (keep it to find out what \
+         happened) and start the node with an empty data directory. In a cluster it rejoins \
+         as a new incarnation and copies the state from the leader; a single node starts \
+         counting from zero (clients are counted again as they renew, within 7 days) and its \
+         request statistics start again.",
+        dir = data_dir.display()
+    )
+}
+
 /// How Linux words `ENOSPC` in an `io::Error`'s text.
 const ENOSPC_TEXT: &str = "No space left on device";
 
@@ -661,5 +699,32 @@ mod tests {
         assert!(!other.is_disk_full());
         assert!(!DaemonError::Fatal("when Write Logs: Input/output error".into()).is_disk_full());
         assert!(disk_full_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));
+    }
+
+    #[test]
+    fn damaged_data_is_told_from_disk_errors_and_newer_versions() {
+        use kms_cluster::node::StartError;
+        use kms_cluster::{ClusterError, WalError};
+        let start = |e: ClusterError| DaemonError::Cluster {
+            dir: "/d".into(),
+            source: StartError::Store(e),
+        };
+        let corrupt = start(ClusterError::Wal(WalError::Corrupt {
+            path: "/d/raft/log/1.wal".into(),
+            offset: 7,
+            reason: "record checksum mismatch".into(),
+        }));
+        assert!(corrupt.is_damaged_data());
+        assert!(!corrupt.is_disk_full());
+        let snapshot = start(ClusterError::State(kms_state::StateError::TrailingData));
+        assert!(snapshot.is_damaged_data());
+        let newer = start(ClusterError::State(kms_state::StateError::SchemaVersion {
+            found: 9,
+            expected: 1,
+        }));
+        assert!(!newer.is_damaged_data());
+        let io = start(ClusterError::Io(std::io::Error::from_raw_os_error(5)));
+        assert!(!io.is_damaged_data());
+        assert!(damaged_data_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));
     }
 }

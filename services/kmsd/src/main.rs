@@ -90,6 +90,8 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
         eprintln!("kmsd: {e}");
         if e.is_disk_full() {
             eprintln!("kmsd: {}", kmsd::disk_full_hint(&data_dir));
+        } else if e.is_damaged_data() {
+            eprintln!("kmsd: {}", kmsd::damaged_data_hint(&data_dir));
         }
         std::process::exit(1);
     }

@@ -16,6 +16,7 @@
 mod index;
 mod record;
 mod segment;
+mod tail;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -291,6 +292,20 @@ fn replay(dir: &Path, options: &WalOptions) -> Result<Replayed, WalError> {
                 return Err(corrupt(offset, defect.to_string()));
             }
             Some((offset, defect)) => {
+                let last = index.last_log_id().map(|id| id.index);
+                if let tail::Tail::Damaged {
+                    offset: next,
+                    index: next_index,
+                } = tail::judge(&bytes, offset, defect, last)
+                {
+                    return Err(corrupt(
+                        offset,
+                        format!(
+                            "{defect}, followed by acknowledged records (entry {next_index} at \
+                             byte {next}): damage, not a write cut short by a crash"
+                        ),
+                    ));
+                }
                 // A crash in the middle of a write: nothing after `offset` was acknowledged.
                 tracing::warn!(path = %path.display(), offset, %defect, "cutting a torn tail off the raft log");
                 let f = std::fs::OpenOptions::new()

@@ -156,14 +156,17 @@ fn newest(dir: &Path) -> std::path::PathBuf {
     segment::path(dir, *segment::list(dir).unwrap().last().unwrap())
 }
 
+/// Segments large enough that a test's whole log is one, appended (not preallocated).
+const ONE_SEGMENT: WalOptions = WalOptions {
+    segment_bytes: 1 << 20,
+    cache_bytes: 0,
+    preallocate: false,
+};
+
 #[test]
 fn every_torn_tail_is_cut_and_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WalOptions {
-        segment_bytes: 1 << 20,
-        cache_bytes: 0,
-        preallocate: false,
-    };
+    let opts = ONE_SEGMENT;
     {
         let wal = reopen(dir.path(), opts);
         append(&wal, (1..=3).map(|i| entry(1, i)).collect());
@@ -205,6 +208,71 @@ fn a_flipped_bit_in_the_newest_record_is_not_accepted() {
     std::fs::write(&path, &bytes).unwrap();
     let wal = reopen(dir.path(), small());
     assert_eq!(all(&wal), vec![entry(1, 1)]);
+}
+
+/// One segment of entries 1..=`n`, each appended (made durable) on its own.
+fn one_segment_log(n: u64) -> (tempfile::TempDir, WalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ONE_SEGMENT;
+    let wal = reopen(dir.path(), opts);
+    for i in 1..=n {
+        append(&wal, vec![entry(1, i)]);
+    }
+    drop(wal);
+    assert_eq!(segment::list(dir.path()).unwrap().len(), 1);
+    (dir, opts)
+}
+
+#[test]
+fn a_flipped_bit_before_acknowledged_records_of_the_newest_segment_refuses_to_open() {
+    let (dir, opts) = one_segment_log(200);
+    let path = newest(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let frames: Vec<_> = FrameReader::new(&bytes, segment::MAGIC.len())
+        .map(|f| (f.offset, f.size))
+        .collect();
+    let (at, size) = frames[frames.len() / 2];
+    bytes[at + size / 2] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    match Wal::open(dir.path(), opts) {
+        Err(e @ WalError::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("followed by acknowledged records"), "{text}");
+        }
+        other => panic!("expected a damaged segment, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a damaged segment is left as it is, not cut"
+    );
+}
+
+#[test]
+fn a_write_torn_with_a_sector_lost_in_its_middle_is_cut_there() {
+    // A power cut while the last group was being written: one sector of it never reached
+    // the disk, later ones did. None of that group was acknowledged.
+    let (dir, opts) = one_segment_log(200);
+    let path = newest(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let lost = bytes.len() / 512 / 2 * 512;
+    bytes[lost..lost + 512].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let first_bad = FrameReader::new(&bytes, segment::MAGIC.len())
+        .last()
+        .map(|f| f.offset + f.size)
+        .unwrap();
+    assert!(first_bad <= lost);
+    let wal = reopen(dir.path(), opts);
+    let kept = all(&wal);
+    assert!(!kept.is_empty() && kept.len() < 200, "{}", kept.len());
+    assert_eq!(
+        kept,
+        (1..=kept.len() as u64)
+            .map(|i| entry(1, i))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), first_bad as u64);
 }
 
 #[test]

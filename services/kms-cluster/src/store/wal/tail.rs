@@ -1,0 +1,225 @@
+//! Judges the damaged end of the newest log segment: a write cut short by a crash (cut it off:
+//! nothing in it was acknowledged) or damage to records that were acknowledged (refuse to
+//! open: cutting would drop them without a word).
+//!
+//! Two facts of the writer decide it. It writes only into space that holds zeros (a
+//! preallocated segment, or past the end of an appended one) and never rewrites a byte, so
+//! the part of an interrupted write that did not reach the disk reads as zeros, in whole
+//! sectors. And it starts a group only after the one before is durable, so the records of a
+//! torn write are the last ones of the log. Hence:
+//! - a damaged record with zeros where the disk lost a sector is torn (as etcd's WAL judges
+//!   one);
+//! - otherwise, a valid entry further on, newer than the last good one, means acknowledged
+//!   records follow the damage (a flipped bit): damaged;
+//! - otherwise (garbage to the end, stale blocks a file system exposed after a crash) it is
+//!   torn.
+//!
+//! A flipped bit in the very last record is indistinguishable from a torn write and is cut.
+
+use crate::store::frame::{check_frame, FrameDefect, FRAME_HEADER};
+use crate::store::wal::record::{self, Record};
+
+/// Smallest unit a disk writes whole; a lost write leaves whole sectors of zeros (4 KiB
+/// sectors are eight of these).
+const SECTOR: usize = 512;
+
+/// What the damaged end of the newest segment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// A write cut short: cut the segment at the damaged record.
+    Torn,
+    /// Acknowledged records follow the damage: the first newer entry found after it.
+    Damaged {
+        /// Offset of that entry's record.
+        offset: usize,
+        /// Its log index.
+        index: u64,
+    },
+}
+
+/// Judges the damaged record at `offset` of the segment `bytes` (see the module doc);
+/// `last_index` is the index of the last good entry before it.
+pub(super) fn judge(
+    bytes: &[u8],
+    offset: usize,
+    defect: FrameDefect,
+    last_index: Option<u64>,
+) -> Tail {
+    if lost_a_sector(bytes, offset, frame_end(bytes, offset, defect)) {
+        return Tail::Torn;
+    }
+    match newer_entry_after(bytes, offset, last_index) {
+        Some((offset, index)) => Tail::Damaged { offset, index },
+        None => Tail::Torn,
+    }
+}
+
+/// End of the damaged record as its header announces it (within the file); just its header
+/// when the length is impossible.
+fn frame_end(bytes: &[u8], offset: usize, defect: FrameDefect) -> usize {
+    let announced = match defect {
+        FrameDefect::BadLength(_) => FRAME_HEADER,
+        FrameDefect::Truncated | FrameDefect::BadCrc => bytes
+            .get(offset..offset + 4)
+            .map_or(0, |b| {
+                u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+            })
+            .saturating_add(FRAME_HEADER),
+    };
+    offset.saturating_add(announced).min(bytes.len())
+}
+
+/// Whether the record in `bytes[start..end]` shows a sector that never reached the disk: its
+/// bytes in its first sector are all zero (that sector still holds what was there before),
+/// or it covers a later sector that is zero from end to end.
+fn lost_a_sector(bytes: &[u8], start: usize, end: usize) -> bool {
+    if start >= end {
+        return false;
+    }
+    let first_end = (start / SECTOR + 1) * SECTOR;
+    if bytes[start..end.min(first_end)].iter().all(|b| *b == 0) {
+        return true;
+    }
+    (first_end..end).step_by(SECTOR).any(|s| {
+        bytes[s..(s + SECTOR).min(bytes.len())]
+            .iter()
+            .all(|b| *b == 0)
+    })
+}
+
+/// The first valid entry record after `offset` whose index is above `last_index`, if any
+/// (its offset and index). Tries every byte position: the damaged record's length cannot be
+/// trusted to say where the next one starts.
+fn newer_entry_after(bytes: &[u8], offset: usize, last_index: Option<u64>) -> Option<(usize, u64)> {
+    (offset + 1..bytes.len().saturating_sub(FRAME_HEADER)).find_map(|pos| {
+        let (kind, payload, _) = check_frame(&bytes[pos..]).ok()?;
+        match record::decode(kind, payload) {
+            Ok(Some(Record::Entry(id, _))) if last_index.is_none_or(|l| id.index > l) => {
+                Some((pos, id.index))
+            }
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::frame::put_frame;
+
+    /// A segment body of entry-like records (`n` of them, `size` bytes of payload each,
+    /// never zero), as the real log frames them; returns the bytes and each record's offset.
+    fn records(first_index: u64, n: u64, size: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        for i in first_index..first_index + n {
+            offsets.push(buf.len());
+            let body = vec![0x5a; size];
+            let id = crate::LogId::new(openraft::CommittedLeaderId::new(1, 1), i);
+            let mut payload = Vec::new();
+            let kind = record::encode(&Record::Entry(id, &body), &mut payload);
+            put_frame(&mut buf, kind, &payload);
+        }
+        (buf, offsets)
+    }
+
+    fn defect_at(bytes: &[u8], offset: usize) -> FrameDefect {
+        check_frame(&bytes[offset..]).expect_err("damaged")
+    }
+
+    #[test]
+    fn a_flipped_bit_with_newer_entries_after_it_is_damage() {
+        let (mut bytes, offsets) = records(1, 20, 200);
+        let hit = offsets[5] + 40;
+        bytes[hit] ^= 0x04;
+        let d = defect_at(&bytes, offsets[5]);
+        assert_eq!(d, FrameDefect::BadCrc);
+        assert_eq!(
+            judge(&bytes, offsets[5], d, Some(5)),
+            Tail::Damaged {
+                offset: offsets[6],
+                index: 7
+            }
+        );
+    }
+
+    #[test]
+    fn a_flipped_length_with_newer_entries_after_it_is_damage() {
+        let (mut bytes, offsets) = records(1, 20, 200);
+        bytes[offsets[3] + 3] ^= 0x80; // the length's top byte: far beyond the file
+        let d = defect_at(&bytes, offsets[3]);
+        assert!(matches!(d, FrameDefect::BadLength(_)), "{d:?}");
+        assert!(matches!(
+            judge(&bytes, offsets[3], d, Some(3)),
+            Tail::Damaged { index: 5, .. }
+        ));
+        let (mut bytes, offsets) = records(1, 20, 200);
+        bytes[offsets[3] + 1] ^= 0x01; // 256 bytes longer: the frame takes in the next one
+        let d = defect_at(&bytes, offsets[3]);
+        assert_eq!(d, FrameDefect::BadCrc);
+        assert!(matches!(
+            judge(&bytes, offsets[3], d, Some(3)),
+            Tail::Damaged { .. }
+        ));
+    }
+
+    #[test]
+    fn a_lost_sector_is_a_torn_write_even_with_later_sectors_on_disk() {
+        // A group of records written at once; the disk kept every sector but one.
+        let (mut bytes, offsets) = records(1, 40, 200);
+        let lost = (offsets[10] / SECTOR + 1) * SECTOR;
+        bytes[lost..lost + SECTOR].fill(0);
+        let (bad, d) = crate::store::frame::FrameReader::new(&bytes, 0)
+            .by_ref()
+            .last()
+            .map(|f| f.offset + f.size)
+            .map(|o| (o, defect_at(&bytes, o)))
+            .unwrap();
+        assert!(bad <= lost && lost < bad + 300, "{bad} {lost}");
+        assert_eq!(judge(&bytes, bad, d, Some(10)), Tail::Torn);
+    }
+
+    #[test]
+    fn a_lost_first_sector_is_a_torn_write() {
+        // The record starts in a sector whose write was lost: its header reads as zeros.
+        let (mut bytes, offsets) = records(1, 40, 200);
+        let at = offsets[12];
+        let sector = at / SECTOR * SECTOR;
+        bytes[at..sector + SECTOR].fill(0);
+        let d = defect_at(&bytes, at);
+        assert_eq!(judge(&bytes, at, d, Some(12)), Tail::Torn);
+    }
+
+    #[test]
+    fn garbage_or_a_cut_at_the_end_is_a_torn_write() {
+        let (mut bytes, offsets) = records(1, 10, 200);
+        let end = bytes.len();
+        bytes.extend_from_slice(&[0x5a; 13]);
+        bytes.extend_from_slice(b"\x40\x00\x00\x00garbage");
+        let d = defect_at(&bytes, end);
+        assert_eq!(judge(&bytes, end, d, Some(10)), Tail::Torn);
+        // A flipped bit in the very last record looks the same as a torn one.
+        let (mut bytes, _) = records(1, 10, 200);
+        let last = offsets[9];
+        bytes[last + 30] ^= 1;
+        assert_eq!(
+            judge(&bytes, last, defect_at(&bytes, last), Some(9)),
+            Tail::Torn
+        );
+        // Cut short inside the last record.
+        let (bytes, _) = records(1, 10, 200);
+        let cut = &bytes[..last + 100];
+        assert_eq!(judge(cut, last, defect_at(cut, last), Some(9)), Tail::Torn);
+    }
+
+    #[test]
+    fn older_entries_after_the_damage_do_not_count() {
+        // Stale records of an earlier segment (lower indexes) after a torn end.
+        let (mut bytes, _) = records(50, 5, 200);
+        let end = bytes.len();
+        bytes.extend_from_slice(&[0x33; 100]);
+        bytes.extend_from_slice(&records(1, 5, 200).0);
+        let d = defect_at(&bytes, end);
+        assert_eq!(judge(&bytes, end, d, Some(54)), Tail::Torn);
+    }
+}

@@ -5,7 +5,8 @@
 //!
 //! The file is an append-only sequence of CRC-checked frames (see `store::frame`): "pushed"
 //! records carry a command (typed protobuf with its schema version, see [`crate::pb`]), "removed" records the key of a command a leader applied. It is
-//! replayed at open (a torn tail from a crash is cut off) and emptied once nothing is pending.
+//! replayed at open (a torn tail from a crash is cut off; damage followed by later records is
+//! refused, see `store::frame::lost_a_sector`) and emptied once nothing is pending.
 //! Every write is fsynced before the caller answers its clients, on the blocking pool.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use kms_state::Command;
 
-use crate::store::frame::{put_frame, FrameReader};
+use crate::store::frame::{frames_after, lost_a_sector, put_frame, FrameReader};
 
 /// File name of the outbox in the data directory.
 pub const OUTBOX_FILE: &str = "outbox.log";
@@ -132,6 +133,21 @@ impl Outbox {
             }
             good_len = frames.position();
             if let Some((offset, defect)) = frames.defect() {
+                // Records written after the damaged one (each write is synced before the next
+                // one starts) mean damage, not a write cut short: they hold answered commands.
+                let later = frames_after(&bytes, offset)
+                    .find(|f| matches!(f.kind, KIND_PUSHED | KIND_REMOVED));
+                if let (false, Some(f)) = (lost_a_sector(&bytes, offset, defect), later) {
+                    return Err(OutboxError::Corrupt {
+                        path,
+                        offset,
+                        reason: format!(
+                            "{defect}, followed by records written after it (at byte {}): \
+                             damage, not a write cut short by a crash",
+                            f.offset
+                        ),
+                    });
+                }
                 tracing::warn!(path = %path.display(), offset, %defect, "cutting a torn tail off the outbox");
             }
         }
@@ -260,6 +276,35 @@ mod tests {
         assert_eq!(len, MAGIC.len() as u64);
         drop(ob);
         assert!(Outbox::open(dir.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn damage_before_later_records_refuses_to_open_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        for name in ["a", "b", "c"] {
+            ob.push(&[epid(name)]).await.unwrap();
+        }
+        drop(ob);
+        let path = dir.path().join(OUTBOX_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let hit = FrameReader::new(&bytes, MAGIC.len())
+            .next()
+            .map(|f| f.offset + f.size / 2)
+            .unwrap();
+        bytes[hit] ^= 0x08;
+        std::fs::write(&path, &bytes).unwrap();
+        match Outbox::open(dir.path()) {
+            Err(e @ OutboxError::Corrupt { .. }) => {
+                assert!(e.to_string().contains("followed by records"), "{e}")
+            }
+            other => panic!("expected a damaged outbox, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is left as it is"
+        );
     }
 
     #[tokio::test]

@@ -122,13 +122,16 @@ impl DaemonError {
     /// log record or snapshot that was made durable and no longer reads back), as opposed to
     /// a disk error or data of a newer version.
     pub fn is_damaged_data(&self) -> bool {
+        use kms_cluster::node::StartError;
+        use kms_cluster::outbox::OutboxError;
         use kms_cluster::{ClusterError, WalError};
-        let DaemonError::Cluster {
-            source: kms_cluster::node::StartError::Store(e),
-            ..
-        } = self
-        else {
+        let DaemonError::Cluster { source, .. } = self else {
             return false;
+        };
+        let e = match source {
+            StartError::Store(e) => e,
+            StartError::Outbox(OutboxError::Corrupt { .. }) => return true,
+            _ => return false,
         };
         match e {
             ClusterError::Wal(WalError::Corrupt { .. } | WalError::BadEntry { .. }) => true,
@@ -723,6 +726,15 @@ mod tests {
             expected: 1,
         }));
         assert!(!newer.is_damaged_data());
+        let outbox = DaemonError::Cluster {
+            dir: "/d".into(),
+            source: StartError::Outbox(kms_cluster::outbox::OutboxError::Corrupt {
+                path: "/d/outbox.log".into(),
+                offset: 9,
+                reason: "record checksum mismatch".into(),
+            }),
+        };
+        assert!(outbox.is_damaged_data());
         let io = start(ClusterError::Io(std::io::Error::from_raw_os_error(5)));
         assert!(!io.is_damaged_data());
         assert!(damaged_data_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));

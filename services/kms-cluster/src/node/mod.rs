@@ -82,6 +82,9 @@ pub enum StartError {
     /// The data directory's identity file refuses this node (another node id) or is damaged.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// The serve-local outbox could not be read.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 /// Why a command could not be committed.
@@ -143,7 +146,7 @@ impl ClusterNode {
         let (log_store, sm, outbox, identity, fresh) = tokio::task::spawn_blocking(move || {
             refuse_old_format(&dir)?;
             let (log, sm) = open_stores(&dir, wal)?;
-            let outbox = Outbox::open(&dir).map_err(|e| StartError::Raft(e.to_string()))?;
+            let outbox = Outbox::open(&dir)?;
             let store_empty = log.wal().pointers().vote.is_none()
                 && log.wal().last_log_id().is_none()
                 && sm.handle().last_applied().is_none();

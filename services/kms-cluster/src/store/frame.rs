@@ -4,7 +4,8 @@
 //! `len` counts `kind` and `payload` and `crc` is the CRC-32 (IEEE) of those same bytes. A
 //! reader accepts a record only when the whole frame is present and the CRC matches, so a write
 //! torn by a crash (or a flipped bit) is never taken for data: [`FrameReader`] stops there and
-//! says where.
+//! says where. [`lost_a_sector`] and [`frames_after`] tell a readers' caller whether the bad
+//! record is a write cut short or damage with good records after it.
 
 /// Bytes before a frame's `kind`: length and CRC.
 pub const FRAME_HEADER: usize = 8;
@@ -129,6 +130,56 @@ pub fn check_frame(bytes: &[u8]) -> Result<(u8, &[u8], usize), FrameDefect> {
         return Err(FrameDefect::BadCrc);
     }
     Ok((body[0], &body[1..], end))
+}
+
+/// Smallest unit a disk writes whole: a write a power cut interrupted leaves whole sectors of
+/// what was there before (4 KiB sectors are eight of these).
+pub const SECTOR: usize = 512;
+
+/// Whether the damaged record at `offset` shows a sector that never reached the disk, in a
+/// file written only into space that held zeros: its bytes in its first sector are all zero
+/// (that sector still holds what was there before), or it covers a later sector that is zero
+/// from end to end. That is the mark of a write cut short by a crash (the rule etcd's WAL
+/// uses), which a flipped bit does not leave.
+pub fn lost_a_sector(bytes: &[u8], offset: usize, defect: FrameDefect) -> bool {
+    // The record's extent as its header announces it (within the file); just the header when
+    // the length is impossible.
+    let announced = match defect {
+        FrameDefect::BadLength(_) => FRAME_HEADER,
+        FrameDefect::Truncated | FrameDefect::BadCrc => bytes
+            .get(offset..offset + 4)
+            .map_or(0, |b| {
+                u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+            })
+            .saturating_add(FRAME_HEADER),
+    };
+    let end = offset.saturating_add(announced).min(bytes.len());
+    if offset >= end {
+        return false;
+    }
+    let first_end = (offset / SECTOR + 1) * SECTOR;
+    if bytes[offset..end.min(first_end)].iter().all(|b| *b == 0) {
+        return true;
+    }
+    (first_end..end).step_by(SECTOR).any(|s| {
+        bytes[s..(s + SECTOR).min(bytes.len())]
+            .iter()
+            .all(|b| *b == 0)
+    })
+}
+
+/// Every valid frame that starts after `offset`, found by trying each byte position: after a
+/// damaged record, its length cannot be trusted to say where the next one starts.
+pub fn frames_after(bytes: &[u8], offset: usize) -> impl Iterator<Item = Frame<'_>> {
+    (offset + 1..bytes.len().saturating_sub(FRAME_HEADER)).filter_map(move |pos| {
+        let (kind, payload, size) = check_frame(&bytes[pos..]).ok()?;
+        Some(Frame {
+            offset: pos,
+            size,
+            kind,
+            payload,
+        })
+    })
 }
 
 impl<'a> Iterator for FrameReader<'a> {

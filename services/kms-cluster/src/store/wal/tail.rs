@@ -16,12 +16,8 @@
 //!
 //! A flipped bit in the very last record is indistinguishable from a torn write and is cut.
 
-use crate::store::frame::{check_frame, FrameDefect, FRAME_HEADER};
+use crate::store::frame::{frames_after, lost_a_sector, FrameDefect};
 use crate::store::wal::record::{self, Record};
-
-/// Smallest unit a disk writes whole; a lost write leaves whole sectors of zeros (4 KiB
-/// sectors are eight of these).
-const SECTOR: usize = 512;
 
 /// What the damaged end of the newest segment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +41,7 @@ pub(super) fn judge(
     defect: FrameDefect,
     last_index: Option<u64>,
 ) -> Tail {
-    if lost_a_sector(bytes, offset, frame_end(bytes, offset, defect)) {
+    if lost_a_sector(bytes, offset, defect) {
         return Tail::Torn;
     }
     match newer_entry_after(bytes, offset, last_index) {
@@ -54,58 +50,21 @@ pub(super) fn judge(
     }
 }
 
-/// End of the damaged record as its header announces it (within the file); just its header
-/// when the length is impossible.
-fn frame_end(bytes: &[u8], offset: usize, defect: FrameDefect) -> usize {
-    let announced = match defect {
-        FrameDefect::BadLength(_) => FRAME_HEADER,
-        FrameDefect::Truncated | FrameDefect::BadCrc => bytes
-            .get(offset..offset + 4)
-            .map_or(0, |b| {
-                u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
-            })
-            .saturating_add(FRAME_HEADER),
-    };
-    offset.saturating_add(announced).min(bytes.len())
-}
-
-/// Whether the record in `bytes[start..end]` shows a sector that never reached the disk: its
-/// bytes in its first sector are all zero (that sector still holds what was there before),
-/// or it covers a later sector that is zero from end to end.
-fn lost_a_sector(bytes: &[u8], start: usize, end: usize) -> bool {
-    if start >= end {
-        return false;
-    }
-    let first_end = (start / SECTOR + 1) * SECTOR;
-    if bytes[start..end.min(first_end)].iter().all(|b| *b == 0) {
-        return true;
-    }
-    (first_end..end).step_by(SECTOR).any(|s| {
-        bytes[s..(s + SECTOR).min(bytes.len())]
-            .iter()
-            .all(|b| *b == 0)
-    })
-}
-
 /// The first valid entry record after `offset` whose index is above `last_index`, if any
-/// (its offset and index). Tries every byte position: the damaged record's length cannot be
-/// trusted to say where the next one starts.
+/// (its offset and index).
 fn newer_entry_after(bytes: &[u8], offset: usize, last_index: Option<u64>) -> Option<(usize, u64)> {
-    (offset + 1..bytes.len().saturating_sub(FRAME_HEADER)).find_map(|pos| {
-        let (kind, payload, _) = check_frame(&bytes[pos..]).ok()?;
-        match record::decode(kind, payload) {
-            Ok(Some(Record::Entry(id, _))) if last_index.is_none_or(|l| id.index > l) => {
-                Some((pos, id.index))
-            }
-            _ => None,
+    frames_after(bytes, offset).find_map(|f| match record::decode(f.kind, f.payload) {
+        Ok(Some(Record::Entry(id, _))) if last_index.is_none_or(|l| id.index > l) => {
+            Some((f.offset, id.index))
         }
+        _ => None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::frame::put_frame;
+    use crate::store::frame::{check_frame, put_frame, SECTOR};
 
     /// A segment body of entry-like records (`n` of them, `size` bytes of payload each,
     /// never zero), as the real log frames them; returns the bytes and each record's offset.

@@ -135,8 +135,7 @@ impl Outbox {
             if let Some((offset, defect)) = frames.defect() {
                 // Records written after the damaged one (each write is synced before the next
                 // one starts) mean damage, not a write cut short: they hold answered commands.
-                let later = frames_after(&bytes, offset)
-                    .find(|f| matches!(f.kind, KIND_PUSHED | KIND_REMOVED));
+                let later = frames_after(&bytes, offset, &[KIND_PUSHED, KIND_REMOVED]).next();
                 if let (false, Some(f)) = (lost_a_sector(&bytes, offset, defect), later) {
                     return Err(OutboxError::Corrupt {
                         path,

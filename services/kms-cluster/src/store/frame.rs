@@ -168,10 +168,18 @@ pub fn lost_a_sector(bytes: &[u8], offset: usize, defect: FrameDefect) -> bool {
     })
 }
 
-/// Every valid frame that starts after `offset`, found by trying each byte position: after a
-/// damaged record, its length cannot be trusted to say where the next one starts.
-pub fn frames_after(bytes: &[u8], offset: usize) -> impl Iterator<Item = Frame<'_>> {
+/// Every valid frame of one of `kinds` that starts after `offset`, found by trying each byte
+/// position: after a damaged record, its length cannot be trusted to say where the next one
+/// starts. The kind byte is looked at before the CRC, so that garbage costs little.
+pub fn frames_after<'a>(
+    bytes: &'a [u8],
+    offset: usize,
+    kinds: &'a [u8],
+) -> impl Iterator<Item = Frame<'a>> + 'a {
     (offset + 1..bytes.len().saturating_sub(FRAME_HEADER)).filter_map(move |pos| {
+        if !kinds.contains(bytes.get(pos + FRAME_HEADER)?) {
+            return None;
+        }
         let (kind, payload, size) = check_frame(&bytes[pos..]).ok()?;
         Some(Frame {
             offset: pos,

@@ -21,7 +21,8 @@ use openraft::CommittedLeaderId;
 
 use crate::{LogId, Vote};
 
-const KIND_ENTRY: u8 = 1;
+/// Kind byte of [`Record::Entry`].
+pub(super) const KIND_ENTRY: u8 = 1;
 const KIND_VOTE: u8 = 2;
 const KIND_COMMITTED: u8 = 3;
 const KIND_TRUNCATE: u8 = 4;

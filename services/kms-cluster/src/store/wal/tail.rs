@@ -53,11 +53,13 @@ pub(super) fn judge(
 /// The first valid entry record after `offset` whose index is above `last_index`, if any
 /// (its offset and index).
 fn newer_entry_after(bytes: &[u8], offset: usize, last_index: Option<u64>) -> Option<(usize, u64)> {
-    frames_after(bytes, offset).find_map(|f| match record::decode(f.kind, f.payload) {
-        Ok(Some(Record::Entry(id, _))) if last_index.is_none_or(|l| id.index > l) => {
-            Some((f.offset, id.index))
+    frames_after(bytes, offset, &[record::KIND_ENTRY]).find_map(|f| {
+        match record::decode(f.kind, f.payload) {
+            Ok(Some(Record::Entry(id, _))) if last_index.is_none_or(|l| id.index > l) => {
+                Some((f.offset, id.index))
+            }
+            _ => None,
         }
-        _ => None,
     })
 }
 
@@ -169,6 +171,23 @@ mod tests {
         let (bytes, _) = records(1, 10, 200);
         let cut = &bytes[..last + 100];
         assert_eq!(judge(cut, last, defect_at(cut, last), Some(9)), Tail::Torn);
+    }
+
+    #[test]
+    fn megabytes_of_garbage_after_the_end_are_a_torn_write() {
+        // Stale blocks a file system exposed after a crash: random bytes, some of them
+        // looking like record headers of every length.
+        let (mut bytes, _) = records(1, 10, 200);
+        let end = bytes.len();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        bytes.extend((0..4 << 20).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let d = defect_at(&bytes, end);
+        assert_eq!(judge(&bytes, end, d, Some(10)), Tail::Torn);
     }
 
     #[test]

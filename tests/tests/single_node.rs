@@ -348,6 +348,59 @@ fn bad_config_is_rejected_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus-group"));
 }
 
+/// A data directory the process may not write (a volume another user or root wrote, as
+/// after running kmsd once as root): kmsd stops with the error and says what to do. As root
+/// the second start runs as `nobody` (root may write anywhere); otherwise the log directory
+/// is made read-only.
+#[test]
+fn a_data_directory_it_may_not_write_is_refused_with_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir();
+    let data = dir.path().join("d");
+    let mut node = Kmsd::start(&data, &[]);
+    node.stop();
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut cmd = if root {
+        // `nobody` must reach the binary and the directory above the data.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.path().join("kmsd");
+        std::fs::copy(kms_tests::harness::kmsd_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+        c
+    } else {
+        let log = data.join("raft").join("log");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o500)).unwrap();
+        std::process::Command::new(kms_tests::harness::kmsd_bin())
+    };
+    let port = |p: u16| format!("127.0.0.1:{p}");
+    let out = cmd
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &port(kms_tests::harness::free_port())])
+        .args(["--admin-listen", &port(kms_tests::harness::free_port())])
+        .args(["--cluster-listen", &port(kms_tests::harness::free_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kmsd started:\n{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.lines().last().is_some_and(|l| l.contains("chown -R")),
+        "the last line does not say what to do:\n{err}"
+    );
+    if !root {
+        let log = data.join("raft").join("log");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+}
+
 /// Every path under `dir` (not `dir` itself).
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -9,6 +9,8 @@
 //! - [`admin`]: the admin HTTP API (optional bearer token); [`report`] builds its documents.
 //! - [`admin_listener`]: the admin port's accept loop with its limits (connection cap,
 //!   header and idle timeouts, header size).
+//! - [`advice`]: what kmsd's last line tells an operator when it stops on a full disk, damaged
+//!   data or a data directory it may not write.
 //! - [`audit`]: the audit log (membership changes, config reloads, auth failures).
 //! - [`discovery`]: Kubernetes peer discovery and membership reconciliation.
 //! - [`dns`]: publishing this node's `_vlmcs._tcp` SRV record (RFC 2136 + TSIG).
@@ -27,6 +29,7 @@
 pub mod access;
 pub mod admin;
 pub mod admin_listener;
+pub mod advice;
 pub mod audit;
 pub mod backend;
 pub mod cli;
@@ -98,77 +101,6 @@ pub enum DaemonError {
         /// Cause.
         source: std::io::Error,
     },
-}
-
-impl DaemonError {
-    /// Whether the data disk ran full (`ENOSPC` anywhere in the cause chain). Raft's fatal
-    /// errors reach us as text, so for those the operating system's message is matched.
-    pub fn is_disk_full(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-            {
-                return true;
-            }
-            cause = e.source();
-        }
-        matches!(self, DaemonError::Fatal(m) if m.contains(ENOSPC_TEXT))
-    }
-}
-
-impl DaemonError {
-    /// Whether the node could not start because its data directory holds damaged records (a
-    /// log record or snapshot that was made durable and no longer reads back), as opposed to
-    /// a disk error or data of a newer version.
-    pub fn is_damaged_data(&self) -> bool {
-        use kms_cluster::node::StartError;
-        use kms_cluster::outbox::OutboxError;
-        use kms_cluster::{ClusterError, WalError};
-        let DaemonError::Cluster { source, .. } = self else {
-            return false;
-        };
-        let e = match source {
-            StartError::Store(e) => e,
-            StartError::Outbox(OutboxError::Corrupt { .. }) => return true,
-            _ => return false,
-        };
-        match e {
-            ClusterError::Wal(WalError::Corrupt { .. } | WalError::BadEntry { .. }) => true,
-            ClusterError::BadSnapshot { .. } | ClusterError::SnapshotMismatch { .. } => true,
-            ClusterError::State(
-                kms_state::StateError::Io(_) | kms_state::StateError::SchemaVersion { .. },
-            ) => false,
-            ClusterError::State(_) => true,
-            _ => false,
-        }
-    }
-}
-
-/// What an operator does when the node cannot start from a damaged data directory.
-pub fn damaged_data_hint(data_dir: &std::path::Path) -> String {
-    format!(
-        "the data in {dir} is damaged: something this node wrote and made durable no longer \
-         reads back, so it cannot start from it. Move {dir} aside (keep it to find out what \
-         happened) and start the node with an empty data directory. In a cluster it rejoins \
-         as a new incarnation and copies the state from the leader; a single node starts \
-         counting from zero (clients are counted again as they renew, within 7 days) and its \
-         request statistics start again.",
-        dir = data_dir.display()
-    )
-}
-
-/// How Linux words `ENOSPC` in an `io::Error`'s text.
-const ENOSPC_TEXT: &str = "No space left on device";
-
-/// What an operator does when the node stopped (or cannot start) on a full data disk.
-pub fn disk_full_hint(data_dir: &std::path::Path) -> String {
-    format!(
-        "the data disk of {} is full: free space on it or grow the volume, then start kmsd \
-         again. Do not delete files under raft/ to make room. Every activation this node \
-         answered is on disk and is kept.",
-        data_dir.display()
-    )
 }
 
 /// Current Unix time in milliseconds (the only clock read of the daemon's request path).
@@ -678,65 +610,4 @@ fn restrict_tree(dir: &std::path::Path, depth: usize) -> std::io::Result<()> {
 /// Call it first thing in the binary.
 pub fn owner_only_files() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_disk_is_recognised_through_the_cause_chain_and_in_raft_text() {
-        let full = DaemonError::DataDir {
-            dir: "/d".into(),
-            source: std::io::Error::from_raw_os_error(28),
-        };
-        assert!(full.is_disk_full());
-        let fatal = DaemonError::Fatal(
-            "when Write Logs: No space left on device (os error 28)".to_string(),
-        );
-        assert!(fatal.is_disk_full());
-        let other = DaemonError::DataDir {
-            dir: "/d".into(),
-            source: std::io::Error::from_raw_os_error(13),
-        };
-        assert!(!other.is_disk_full());
-        assert!(!DaemonError::Fatal("when Write Logs: Input/output error".into()).is_disk_full());
-        assert!(disk_full_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));
-    }
-
-    #[test]
-    fn damaged_data_is_told_from_disk_errors_and_newer_versions() {
-        use kms_cluster::node::StartError;
-        use kms_cluster::{ClusterError, WalError};
-        let start = |e: ClusterError| DaemonError::Cluster {
-            dir: "/d".into(),
-            source: StartError::Store(e),
-        };
-        let corrupt = start(ClusterError::Wal(WalError::Corrupt {
-            path: "/d/raft/log/1.wal".into(),
-            offset: 7,
-            reason: "record checksum mismatch".into(),
-        }));
-        assert!(corrupt.is_damaged_data());
-        assert!(!corrupt.is_disk_full());
-        let snapshot = start(ClusterError::State(kms_state::StateError::TrailingData));
-        assert!(snapshot.is_damaged_data());
-        let newer = start(ClusterError::State(kms_state::StateError::SchemaVersion {
-            found: 9,
-            expected: 1,
-        }));
-        assert!(!newer.is_damaged_data());
-        let outbox = DaemonError::Cluster {
-            dir: "/d".into(),
-            source: StartError::Outbox(kms_cluster::outbox::OutboxError::Corrupt {
-                path: "/d/outbox.log".into(),
-                offset: 9,
-                reason: "record checksum mismatch".into(),
-            }),
-        };
-        assert!(outbox.is_damaged_data());
-        let io = start(ClusterError::Io(std::io::Error::from_raw_os_error(5)));
-        assert!(!io.is_damaged_data());
-        assert!(damaged_data_hint(std::path::Path::new("/var/lib/kmsd")).contains("/var/lib/kmsd"));
-    }
 }

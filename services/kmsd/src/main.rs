@@ -88,10 +88,8 @@ async fn run_main(args: Args, cfg: kmsd::config::Config) -> anyhow::Result<()> {
     telemetry.shutdown().await;
     if let Err(e) = result {
         eprintln!("kmsd: {e}");
-        if e.is_disk_full() {
-            eprintln!("kmsd: {}", kmsd::disk_full_hint(&data_dir));
-        } else if e.is_damaged_data() {
-            eprintln!("kmsd: {}", kmsd::damaged_data_hint(&data_dir));
+        if let Some(advice) = e.advice(&data_dir) {
+            eprintln!("kmsd: {advice}");
         }
         std::process::exit(1);
     }

@@ -696,52 +696,48 @@ impl DockerCluster {
     /// Puts a ballast file of `bytes` zeros on node `i`'s small disk (see
     /// [`DockerCluster::up_on_small_disks`]), next to its data directory.
     pub fn fill_disk(&self, i: usize, bytes: u64) {
-        let file = self.path("ballast");
-        let f = std::fs::File::create(&file).expect("create ballast");
-        f.set_len(bytes).expect("size ballast");
-        drop(f);
-        let dst = format!("{}:/data/ballast", self.holder(i));
-        docker_ok(&["cp", &file.display().to_string(), &dst]);
+        let out = self.put_zeros(i, "ballast", bytes);
+        assert!(out.status.success(), "docker cp of the ballast: {out:?}");
     }
 
     /// Fills what is left of node `i`'s small disk, to the last page: the largest file of zeros
     /// that still fits (the image has no shell, so `docker cp` tries sizes that halve).
     pub fn fill_disk_to_the_end(&self, i: usize) {
-        let dst = format!("{}:/data/fill", self.holder(i));
-        let file = self.path("fill");
-        let copy = |bytes: u64| {
-            let f = std::fs::File::create(&file).expect("create fill file");
-            f.set_len(bytes).expect("size fill file");
-            drop(f);
-            docker(&["cp", &file.display().to_string(), &dst])
-                .status
-                .success()
-        };
+        let fits_in = |bytes: u64| self.put_zeros(i, "fill", bytes).status.success();
         let mut fits = 0;
         let mut step: u64 = 64 << 20;
         while step >= 4096 {
-            if copy(fits + step) {
+            if fits_in(fits + step) {
                 fits += step;
             } else {
                 step /= 2;
             }
         }
         // A failed copy may have left a shorter file: the last size that fitted, again.
-        assert!(copy(fits), "copying {fits} bytes that fitted before failed");
+        assert!(
+            fits_in(fits),
+            "copying {fits} bytes that fitted before failed"
+        );
     }
 
     /// Empties the ballast of [`DockerCluster::fill_disk`] and the file of
     /// [`DockerCluster::fill_disk_to_the_end`] (frees their space).
     pub fn free_disk(&self, i: usize) {
-        let file = self.path("empty");
-        std::fs::write(&file, b"").expect("write empty file");
-        let dst = format!("{}:/data/ballast", self.holder(i));
-        docker_ok(&["cp", &file.display().to_string(), &dst]);
-        docker_ok(&[
-            "cp",
-            &file.display().to_string(),
-            &format!("{}:/data/fill", self.holder(i)),
-        ]);
+        for name in ["ballast", "fill"] {
+            let out = self.put_zeros(i, name, 0);
+            assert!(out.status.success(), "docker cp emptying {name}: {out:?}");
+        }
+    }
+
+    /// Copies a file of `bytes` zeros to `/data/NAME` on node `i`'s small disk (through its
+    /// holder container), replacing what was there; Docker's answer.
+    fn put_zeros(&self, i: usize, name: &str, bytes: u64) -> Output {
+        let file = self.path(name);
+        let f = std::fs::File::create(&file).expect("create a file of zeros");
+        f.set_len(bytes).expect("size a file of zeros");
+        drop(f);
+        let dst = format!("{}:/data/{name}", self.holder(i));
+        docker(&["cp", &file.display().to_string(), &dst])
     }
 
     fn holder(&self, i: usize) -> String {

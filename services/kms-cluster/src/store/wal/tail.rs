@@ -88,6 +88,15 @@ mod tests {
         check_frame(&bytes[offset..]).expect_err("damaged")
     }
 
+    /// Judges `after` written behind `records(first, n, 200)`, whose last index is the last
+    /// good one.
+    fn judge_what_follows(first: u64, n: u64, after: impl IntoIterator<Item = u8>) -> Tail {
+        let (mut bytes, _) = records(first, n, 200);
+        let end = bytes.len();
+        bytes.extend(after);
+        judge(&bytes, end, defect_at(&bytes, end), Some(first + n - 1))
+    }
+
     #[test]
     fn a_flipped_bit_with_newer_entries_after_it_is_damage() {
         let (mut bytes, offsets) = records(1, 20, 200);
@@ -153,14 +162,10 @@ mod tests {
 
     #[test]
     fn garbage_or_a_cut_at_the_end_is_a_torn_write() {
-        let (mut bytes, offsets) = records(1, 10, 200);
-        let end = bytes.len();
-        bytes.extend_from_slice(&[0x5a; 13]);
-        bytes.extend_from_slice(b"\x40\x00\x00\x00garbage");
-        let d = defect_at(&bytes, end);
-        assert_eq!(judge(&bytes, end, d, Some(10)), Tail::Torn);
+        let garbage = [&[0x5a; 13][..], b"\x40\x00\x00\x00garbage"].concat();
+        assert_eq!(judge_what_follows(1, 10, garbage), Tail::Torn);
         // A flipped bit in the very last record looks the same as a torn one.
-        let (mut bytes, _) = records(1, 10, 200);
+        let (mut bytes, offsets) = records(1, 10, 200);
         let last = offsets[9];
         bytes[last + 30] ^= 1;
         assert_eq!(
@@ -177,27 +182,20 @@ mod tests {
     fn megabytes_of_garbage_after_the_end_are_a_torn_write() {
         // Stale blocks a file system exposed after a crash: random bytes, some of them
         // looking like record headers of every length.
-        let (mut bytes, _) = records(1, 10, 200);
-        let end = bytes.len();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        bytes.extend((0..4 << 20).map(|_| {
+        let garbage = (0..4 << 20).map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
-        }));
-        let d = defect_at(&bytes, end);
-        assert_eq!(judge(&bytes, end, d, Some(10)), Tail::Torn);
+        });
+        assert_eq!(judge_what_follows(1, 10, garbage), Tail::Torn);
     }
 
     #[test]
     fn older_entries_after_the_damage_do_not_count() {
         // Stale records of an earlier segment (lower indexes) after a torn end.
-        let (mut bytes, _) = records(50, 5, 200);
-        let end = bytes.len();
-        bytes.extend_from_slice(&[0x33; 100]);
-        bytes.extend_from_slice(&records(1, 5, 200).0);
-        let d = defect_at(&bytes, end);
-        assert_eq!(judge(&bytes, end, d, Some(54)), Tail::Torn);
+        let stale = [&[0x33; 100][..], &records(1, 5, 200).0].concat();
+        assert_eq!(judge_what_follows(50, 5, stale), Tail::Torn);
     }
 }

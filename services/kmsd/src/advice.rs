@@ -7,27 +7,6 @@ use std::path::Path;
 use crate::DaemonError;
 
 impl DaemonError {
-    /// Whether the data disk ran full (`ENOSPC` anywhere in the cause chain). Raft's fatal
-    /// errors reach us as text, so for those the operating system's message is matched.
-    pub fn is_disk_full(&self) -> bool {
-        self.has_io_error(std::io::ErrorKind::StorageFull)
-            || matches!(self, DaemonError::Fatal(m) if m.contains(ENOSPC_TEXT))
-    }
-
-    /// Whether an `io::Error` of `kind` is anywhere in the cause chain.
-    fn has_io_error(&self, kind: std::io::ErrorKind) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == kind)
-            {
-                return true;
-            }
-            cause = e.source();
-        }
-        false
-    }
-
     /// What to do about this error, when it is one an operator fixes on the data directory
     /// (a full disk, damaged data, a directory this process may not write); printed as
     /// kmsd's last line.
@@ -42,9 +21,14 @@ impl DaemonError {
             None
         }
     }
-}
 
-impl DaemonError {
+    /// Whether the data disk ran full (`ENOSPC` anywhere in the cause chain). Raft's fatal
+    /// errors reach us as text, so for those the operating system's message is matched.
+    pub fn is_disk_full(&self) -> bool {
+        self.has_io_error(std::io::ErrorKind::StorageFull)
+            || matches!(self, DaemonError::Fatal(m) if m.contains(ENOSPC_TEXT))
+    }
+
     /// Whether the node could not start because its data directory holds damaged records (a
     /// log record or snapshot that was made durable and no longer reads back), as opposed to
     /// a disk error or data of a newer version.
@@ -70,22 +54,7 @@ impl DaemonError {
             _ => false,
         }
     }
-}
 
-/// What an operator does when the node cannot start from a damaged data directory.
-pub fn damaged_data_hint(data_dir: &Path) -> String {
-    format!(
-        "the data in {dir} is damaged: something this node wrote and made durable no longer \
-         reads back, so it cannot start from it. Move {dir} aside (keep it to find out what \
-         happened) and start the node with an empty data directory. In a cluster it rejoins \
-         as a new incarnation and copies the state from the leader; a single node starts \
-         counting from zero (clients are counted again as they renew, within 7 days) and its \
-         request statistics start again.",
-        dir = data_dir.display()
-    )
-}
-
-impl DaemonError {
     /// Whether a file or directory of the data directory refused this process
     /// (`EACCES`/`EPERM` in the cause chain of a data directory or store error): typically a
     /// volume that another user (or root) wrote.
@@ -99,6 +68,33 @@ impl DaemonError {
         }
         self.has_io_error(std::io::ErrorKind::PermissionDenied)
     }
+
+    /// Whether an `io::Error` of `kind` is anywhere in the cause chain.
+    fn has_io_error(&self, kind: std::io::ErrorKind) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == kind)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// What an operator does when the node cannot start from a damaged data directory.
+pub fn damaged_data_hint(data_dir: &Path) -> String {
+    format!(
+        "the data in {dir} is damaged: something this node wrote and made durable no longer \
+         reads back, so it cannot start from it. Move {dir} aside (keep it to find out what \
+         happened) and start the node with an empty data directory. In a cluster it rejoins \
+         as a new incarnation and copies the state from the leader; a single node starts \
+         counting from zero (clients are counted again as they renew, within 7 days) and its \
+         request statistics start again.",
+        dir = data_dir.display()
+    )
 }
 
 /// What an operator does when the data directory is not this process's to write.

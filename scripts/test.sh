@@ -56,6 +56,7 @@ needs=(
     "objdump binutils"
     "python3 python3"
     "kill procps"
+    "setpriv util-linux"
 )
 missing=()
 for pair in "${needs[@]}"; do

@@ -693,6 +693,17 @@ impl DockerCluster {
         )
     }
 
+    /// Container `i`'s log from `unix_ms` (milliseconds since the epoch) on.
+    pub fn logs_since(&self, i: usize, unix_ms: u64) -> String {
+        let since = format!("{}.{:03}", unix_ms / 1000, unix_ms % 1000);
+        let out = docker(&["logs", "--since", &since, &self.nodes[i].name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// Puts a ballast file of `bytes` zeros on node `i`'s small disk (see
     /// [`DockerCluster::up_on_small_disks`]), next to its data directory.
     pub fn fill_disk(&self, i: usize, bytes: u64) {

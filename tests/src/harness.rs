@@ -250,6 +250,19 @@ impl Kmsd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the log to contain `needle` (kmsd's log writer runs on a
+    /// thread of its own, so a line can reach the file a little after the event); the log.
+    pub fn wait_log(&self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// `GET /status` as JSON.
     pub fn status(&self) -> serde_json::Value {
         let (code, body) = http_get(&format!("{}/status", self.admin)).expect("status");

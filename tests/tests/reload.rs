@@ -98,7 +98,7 @@ fn sighup_applies_reloadable_settings_and_rejects_bad_files() {
         1,
         "no longer allowed"
     );
-    let log = k.log_text();
+    let log = k.wait_log("connection refused", Duration::from_secs(5));
     assert!(log.contains("cache_mib"), "restart-only key named:\n{log}");
     assert!(
         log.contains("connection refused"),

@@ -12,19 +12,35 @@ use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
 /// Builds a log store and state machine over a new data directory. The entry cache is tiny
-/// (one byte), so every read but the newest goes to the segment files.
+/// (one byte), so every read but the newest goes to the segment files. The log writes with
+/// direct asynchronous writes (the default, where the filesystem allows them); [`PwriteBuilder`]
+/// is the same with `pwrite` + `fdatasync`.
 struct WalBuilder;
+
+/// [`WalBuilder`] with direct writes off.
+struct PwriteBuilder;
+
+fn build(direct_io: bool) -> (TempDir, LogStore, StateMachine) {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let options = WalOptions {
+        segment_bytes: 512,
+        cache_bytes: 1,
+        preallocate: true,
+        direct_io,
+    };
+    let (log, sm) = open_stores(dir.path(), options).expect("open raft stores");
+    (dir, log, sm)
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for WalBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
-        let dir = tempfile::tempdir().expect("create temp dir");
-        let options = WalOptions {
-            segment_bytes: 512,
-            cache_bytes: 1,
-            preallocate: true,
-        };
-        let (log, sm) = open_stores(dir.path(), options).expect("open raft stores");
-        Ok((dir, log, sm))
+        Ok(build(true))
+    }
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for PwriteBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        Ok(build(false))
     }
 }
 
@@ -34,6 +50,13 @@ type WalSuite = Suite<TypeConfig, LogStore, StateMachine, WalBuilder, TempDir>;
 fn suite_test_all() {
     if let Err(e) = Suite::test_all(WalBuilder) {
         panic!("storage suite failed: {e}");
+    }
+}
+
+#[test]
+fn suite_test_all_with_pwrite() {
+    if let Err(e) = Suite::test_all(PwriteBuilder) {
+        panic!("storage suite (pwrite) failed: {e}");
     }
 }
 

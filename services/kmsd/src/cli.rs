@@ -193,6 +193,9 @@ pub struct Args {
     /// Cache of decoded Raft log entries, MiB.
     #[arg(long, env = "KMSD_CACHE_MIB")]
     pub cache_mib: Option<u64>,
+    /// Write the Raft log with asynchronous direct writes where the filesystem allows it.
+    #[arg(long, env = "KMSD_LOG_DIRECT_IO")]
+    pub log_direct_io: Option<bool>,
     /// Tokio worker threads (0 = one per core).
     #[arg(long, env = "KMSD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -387,6 +390,7 @@ impl Args {
             max_inflight,
             quorum_loss,
             cache_mib,
+            log_direct_io,
             worker_threads,
             watchdog_stall_secs,
             watchdog_abort_secs,

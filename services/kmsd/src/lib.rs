@@ -355,6 +355,7 @@ pub async fn run_with(
     }
     let advertise = node_cfg.advertise.clone();
     node_cfg.wal.cache_bytes = usize::try_from(cfg.cache_mib * 1024 * 1024).unwrap_or(usize::MAX);
+    node_cfg.wal.direct_io = cfg.log_direct_io;
     node_cfg.heartbeat_ms = cfg.heartbeat_ms;
     node_cfg.election_timeout_ms = (cfg.election_timeout_ms, cfg.election_timeout_ms * 2);
     node_cfg.snapshot_every = cfg.snapshot_every;

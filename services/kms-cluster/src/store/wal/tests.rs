@@ -24,6 +24,7 @@ fn small() -> WalOptions {
         segment_bytes: 300,
         cache_bytes: 0,
         preallocate: false,
+        direct_io: true,
     }
 }
 
@@ -161,6 +162,7 @@ const ONE_SEGMENT: WalOptions = WalOptions {
     segment_bytes: 1 << 20,
     cache_bytes: 0,
     preallocate: false,
+    direct_io: true,
 };
 
 #[test]
@@ -177,7 +179,10 @@ fn every_torn_tail_is_cut_and_nothing_acknowledged_is_lost() {
     // Where the last entry's frame starts: after entries 1..=3.
     let frames: Vec<_> = FrameReader::new(&full, segment::MAGIC.len()).collect();
     let last = frames.last().unwrap();
-    for cut in last.offset..full.len() {
+    // (Direct writes leave the file padded with zeros to a whole block after the records.)
+    let end = last.offset + last.size;
+    assert!(full[end..].iter().all(|b| *b == 0));
+    for cut in last.offset..end {
         let copy = tempfile::tempdir().unwrap();
         std::fs::write(copy.path().join(path.file_name().unwrap()), &full[..cut]).unwrap();
         let wal = reopen(copy.path(), opts);
@@ -203,7 +208,11 @@ fn a_flipped_bit_in_the_newest_record_is_not_accepted() {
     }
     let path = newest(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    let n = bytes.len();
+    // The end of the records (direct writes pad the file with zeros to a whole block).
+    let n = FrameReader::new(&bytes, segment::MAGIC.len())
+        .last()
+        .map(|f| f.offset + f.size)
+        .unwrap();
     bytes[n - 3] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
     let wal = reopen(dir.path(), small());
@@ -339,6 +348,7 @@ const PREALLOCATED: WalOptions = WalOptions {
     segment_bytes: 64 * 1024,
     cache_bytes: 0,
     preallocate: true,
+    direct_io: true,
 };
 
 /// A closed log of entries 1, 2, … of term 1 whose newest segment is a preallocated one
@@ -443,4 +453,129 @@ fn dir_size_counts_files_in_subdirectories() {
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub/f"), b"abc").unwrap();
     assert_eq!(super::dir_size(dir.path()), 5);
+}
+
+/// Whether files in `dir` can be opened for direct writes (not on tmpfs, for one).
+fn direct_writes_possible(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let ok = super::direct::open_segment(&probe).is_ok();
+    std::fs::remove_file(&probe).unwrap();
+    ok
+}
+
+#[test]
+fn both_write_paths_keep_everything_across_reopen_rotation_and_purge() {
+    for direct_io in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            direct_io,
+            ..small()
+        };
+        {
+            let wal = reopen(dir.path(), opts);
+            wait(|d| wal.save_vote(Vote::new_committed(2, 1), d));
+            for i in 1..=40 {
+                append(&wal, vec![entry(2, i)]);
+            }
+            wait(|d| wal.purge(id(2, 20), d));
+            append(&wal, (41..=60).map(|i| entry(2, i)).collect());
+            wal.save_committed(Some(id(2, 55))).unwrap();
+            assert_eq!(
+                all(&wal),
+                (21..=60).map(|i| entry(2, i)).collect::<Vec<_>>(),
+                "direct_io {direct_io}"
+            );
+        }
+        // Direct writes rewrite whole blocks: the segments written to (appended ones) end at
+        // a block boundary; with pwrite they end where their records do.
+        let whole_blocks = segment::list(dir.path())
+            .unwrap()
+            .into_iter()
+            .filter(|seq| {
+                let len = std::fs::metadata(segment::path(dir.path(), *seq))
+                    .unwrap()
+                    .len();
+                len.is_multiple_of(direct::BLOCK)
+            })
+            .count();
+        if !direct_io {
+            assert_eq!(whole_blocks, 0, "pwrite");
+        } else if direct_writes_possible(dir.path()) {
+            assert!(whole_blocks > 0, "direct writes");
+        }
+        let wal = reopen(dir.path(), opts);
+        assert_eq!(
+            all(&wal),
+            (21..=60).map(|i| entry(2, i)).collect::<Vec<_>>(),
+            "direct_io {direct_io}"
+        );
+        let p = wal.pointers();
+        assert_eq!(p.vote, Some(Vote::new_committed(2, 1)));
+        assert_eq!(p.purged, Some(id(2, 20)));
+        assert_eq!(p.committed, Some(id(2, 55)));
+    }
+}
+/// Appends entry `i` of term 1; the receiver gets whether it became durable.
+fn append_async(wal: &Wal, i: u64) -> tokio::sync::oneshot::Receiver<bool> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    wal.append(
+        vec![entry(1, i)],
+        Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }),
+    )
+    .unwrap();
+    rx
+}
+
+#[test]
+fn groups_answered_on_the_runtime_are_durable_one_at_a_time_and_many_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Opened on the runtime: a task there answers completed direct writes.
+        let wal = reopen(dir.path(), WalOptions::default());
+        // One at a time (no next group to push the previous one out).
+        for i in 1..=100 {
+            assert_eq!(append_async(&wal, i).await, Ok(true), "entry {i}");
+        }
+        // Many at once.
+        let mut answers = Vec::new();
+        for i in 101..=600 {
+            answers.push(append_async(&wal, i));
+        }
+        for (i, rx) in answers.into_iter().enumerate() {
+            assert_eq!(rx.await, Ok(true), "entry {}", i + 101);
+        }
+        assert_eq!(all(&wal).len(), 600);
+    });
+    drop(runtime);
+    let wal = reopen(dir.path(), WalOptions::default());
+    assert_eq!(
+        all(&wal),
+        (1..=600).map(|i| entry(1, i)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_log_opened_on_a_runtime_that_is_gone_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let wal = runtime.block_on(async { reopen(dir.path(), WalOptions::default()) });
+    // The task that would answer direct writes is gone with its runtime: the writer answers
+    // each group itself shortly after.
+    drop(runtime);
+    for i in 1..=20 {
+        append(&wal, vec![entry(1, i)]);
+    }
+    drop(wal);
+    let wal = reopen(dir.path(), WalOptions::default());
+    assert_eq!(wal.last_log_id(), Some(id(1, 20)));
 }

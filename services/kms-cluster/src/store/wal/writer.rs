@@ -8,15 +8,21 @@
 //! zeros while the writer fills the current one (see `segment`); the writer never waits for it.
 //! On a nearly full disk no segment is set aside (`store::space`): the log appends to the end
 //! of the disk instead, and says so once in the log.
+//!
+//! Where the kernel allows it (see `direct`), a group is not written and flushed by the writer
+//! itself: its blocks are handed to the kernel as one asynchronous durable write, the writer
+//! returns to its queue, and the group is answered when the write completes (by a task on the
+//! runtime, or by the writer before its next group). One group is in flight at a time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::direct::{self, Direct, BLOCK};
 use super::index::Loc;
 use super::record::{self, Pointers, Record};
 use super::{segment, Shared};
@@ -38,6 +44,19 @@ pub enum Op {
     Purge(LogId, Done),
     /// Make everything written so far durable.
     Sync(Done),
+}
+
+impl Op {
+    /// The callback of this operation.
+    fn into_done(self) -> Done {
+        match self {
+            Op::Append(_, d)
+            | Op::Vote(_, d)
+            | Op::Truncate(_, d)
+            | Op::Purge(_, d)
+            | Op::Sync(d) => d,
+        }
+    }
 }
 
 /// Writer-side bookkeeping of one segment.
@@ -69,6 +88,16 @@ pub struct Writer {
     low_space: bool,
     /// The thread deleting purged segments, and the way to hand it work.
     janitor: Option<(std::sync::mpsc::Sender<Unlink>, JoinHandle<()>)>,
+    /// Asynchronous durable writes, when the kernel allows them (None: `pwrite` + `fdatasync`).
+    direct: Option<Arc<Direct>>,
+    /// Whether a task on the runtime answers completed groups (else the writer waits for
+    /// each group right after handing it over).
+    reaper: bool,
+    /// The active segment opened for direct writes.
+    dfile: Option<Arc<File>>,
+    /// The active segment's bytes from its last [`BLOCK`] boundary to `size`: a direct write
+    /// starts at that boundary and writes them again, unchanged.
+    tail: Vec<u8>,
 }
 
 /// Purged segment files to delete, and the purges to answer once they are gone.
@@ -111,19 +140,24 @@ fn start_janitor() -> Option<(std::sync::mpsc::Sender<Unlink>, JoinHandle<()>)> 
 /// Most operations taken into one group commit.
 const MAX_GROUP: usize = 4096;
 
+/// How long the writer, idle with a group in flight, leaves its answer to the runtime's task
+/// before it waits for the group itself (should the task be late or the runtime gone).
+const REAP_FALLBACK: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn copy_err(e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// Creates segment `seq` (in `spare` when one is given) with a header carrying `pointers`,
-/// and registers a reader for it; returns the file, its size and whether it is preallocated.
+/// and registers a reader for it; returns the file, its bytes so far (magic and header) and
+/// whether it is preallocated.
 fn new_segment(
     dir: &Path,
     shared: &Shared,
     seq: u64,
     pointers: Pointers,
     spare: Option<segment::Spare>,
-) -> std::io::Result<(File, u64, bool)> {
+) -> std::io::Result<(File, Vec<u8>, bool)> {
     let mut head = Vec::new();
     let mut payload = Vec::new();
     let kind = record::encode(&Record::State(pointers), &mut payload);
@@ -133,11 +167,9 @@ fn new_segment(
         None => (segment::create(dir, seq, &head)?, false),
     };
     shared.add_reader(seq, File::open(segment::path(dir, seq))?);
-    Ok((
-        file,
-        (segment::MAGIC.len() + head.len()) as u64,
-        preallocated,
-    ))
+    let mut first = segment::MAGIC.to_vec();
+    first.extend_from_slice(&head);
+    Ok((file, first, preallocated))
 }
 
 impl Writer {
@@ -152,10 +184,24 @@ impl Writer {
         pointers: Pointers,
         segment_limit: u64,
         preallocate: bool,
+        direct_io: bool,
     ) -> std::io::Result<Writer> {
         let seq = segments.keys().next_back().map_or(1, |s| s + 1);
-        let (file, size, _) = new_segment(&dir, &shared, seq, pointers, None)?;
+        let (file, first, _) = new_segment(&dir, &shared, seq, pointers, None)?;
         segments.insert(seq, SegInfo::default());
+        let direct = if direct_io {
+            match Direct::new(shared.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::info!(error = %e, "no asynchronous durable writes here (AIO refused): the raft log writes with pwrite + fdatasync");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let reaper = direct.as_ref().is_some_and(Direct::spawn_reaper);
+        let size = first.len() as u64;
         let mut writer = Writer {
             dir,
             shared,
@@ -171,14 +217,57 @@ impl Writer {
             ready: None,
             low_space: false,
             janitor: start_janitor(),
+            direct,
+            reaper,
+            dfile: None,
+            tail: Vec::new(),
         };
+        writer.open_direct(first);
         writer.prepare_next();
         Ok(writer)
     }
 
+    /// Opens the active segment (whose bytes so far are `first`) for direct writes; where
+    /// its filesystem refuses `O_DIRECT` (tmpfs) the log writes with `pwrite` + `fdatasync`
+    /// from here on.
+    fn open_direct(&mut self, first: Vec<u8>) {
+        let Some(d) = self.direct.clone() else {
+            return;
+        };
+        match direct::open_segment(&segment::path(&self.dir, self.seq)) {
+            Ok(f) => {
+                self.dfile = Some(f);
+                let at = (first.len() as u64 / BLOCK * BLOCK) as usize;
+                self.tail = first[at..].to_vec();
+            }
+            Err(e) => {
+                tracing::info!(error = %e, dir = %self.dir.display(), "no direct writes on this filesystem: the raft log writes with pwrite + fdatasync");
+                d.close();
+                self.direct = None;
+                self.dfile = None;
+                self.tail = Vec::new();
+            }
+        }
+    }
+
+    /// The next operation; None once every sender is gone. With a group in flight that the
+    /// runtime's task should answer, waits for it itself if nothing arrives for a while.
+    fn next_op(&self, rx: &Receiver<Op>) -> Option<Op> {
+        if let Some(d) = self.direct.as_ref().filter(|_| self.reaper) {
+            while d.busy() {
+                match rx.recv_timeout(REAP_FALLBACK) {
+                    Ok(op) => return Some(op),
+                    Err(RecvTimeoutError::Timeout) => d.settle(),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
+        rx.recv().ok()
+    }
+
     /// Runs until every sender is gone.
     pub fn run(mut self, rx: Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
+        while let Some(first) = self.next_op(&rx) {
             // Taken before the queue is drained: the entries a saved committed pointer covers
             // were sent before it was saved, so they are in this group (unless it is full).
             let mut committed = self.shared.take_committed();
@@ -198,6 +287,9 @@ impl Writer {
         }
         if let Some(c) = self.shared.take_committed() {
             self.group(Vec::new(), Some(c));
+        }
+        if let Some(d) = self.direct.take() {
+            d.close();
         }
         let _ = self.file.sync_data();
         // A spare still being written is finished before the log is let go (it is deleted at
@@ -266,6 +358,18 @@ impl Writer {
 
     /// Writes one group: the operations in order, then the committed pointer if one was saved.
     fn group(&mut self, ops: Vec<Op>, committed: Option<Option<LogId>>) {
+        if let Some(d) = &self.direct {
+            // One group in flight: the next rewrites its tail block.
+            d.settle();
+            // After a failed write nothing more is written (a later group that succeeded
+            // would be acknowledged behind a hole).
+            if let Err(e) = self.shared.check() {
+                for op in ops {
+                    op.into_done()(Err(std::io::Error::other(e.to_string())));
+                }
+                return;
+            }
+        }
         let mut buf = Vec::new();
         let mut payload = Vec::new();
         let mut written: Vec<(LogId, Loc)> = Vec::new();
@@ -329,6 +433,29 @@ impl Writer {
             let kind = record::encode(&Record::Committed(c), &mut payload);
             put_frame(&mut buf, kind, &payload);
         }
+        if let (Some(d), Some(dfile)) = (self.direct.clone(), self.dfile.clone()) {
+            let at = self.size - self.tail.len() as u64;
+            let mut bytes = std::mem::take(&mut self.tail);
+            bytes.extend_from_slice(&buf);
+            self.size += buf.len() as u64;
+            self.tail = bytes[(self.size / BLOCK * BLOCK - at) as usize..].to_vec();
+            d.submit(dfile, at, &bytes, written, dones);
+            if !self.reaper || purge.is_some() {
+                d.settle();
+            }
+            if let Some(upto) = purge {
+                match self.shared.check() {
+                    Ok(()) => self.delete_purged(upto, purge_dones),
+                    Err(e) => {
+                        for done in purge_dones {
+                            done(Err(std::io::Error::other(e.to_string())));
+                        }
+                    }
+                }
+            }
+            self.after_write();
+            return;
+        }
         let result = self.file.write_all_at(&buf, self.size).and_then(|()| {
             if need_sync {
                 self.file.sync_data()
@@ -354,17 +481,7 @@ impl Writer {
             if let Some(upto) = purge {
                 self.delete_purged(upto, std::mem::take(&mut purge_dones));
             }
-            // A full segment is replaced; so is an appended one (the first after an open, or
-            // one written while no spare was ready) as soon as a preallocated one is ready.
-            self.collect_spare();
-            if self.size >= self.segment_limit
-                || (!self.active_preallocated && self.ready.is_some())
-            {
-                if let Err(e) = self.rotate() {
-                    tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new raft log segment");
-                    self.shared.fail(&e);
-                }
-            }
+            self.after_write();
         }
         for d in dones.into_iter().chain(purge_dones) {
             d(match &result {
@@ -374,16 +491,31 @@ impl Writer {
         }
     }
 
-    /// Starts a new segment whose header carries the current pointers.
+    /// After a group was written: a full segment is replaced; so is an appended one (the
+    /// first after an open, or one written while no spare was ready) as soon as a preallocated
+    /// one is ready.
+    fn after_write(&mut self) {
+        self.collect_spare();
+        if self.size >= self.segment_limit || (!self.active_preallocated && self.ready.is_some()) {
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new raft log segment");
+                self.shared.fail(&e);
+            }
+        }
+    }
+
+    /// Starts a new segment whose header carries the current pointers. (A direct write still
+    /// in flight into the old one keeps its own handle on it.)
     fn rotate(&mut self) -> std::io::Result<()> {
         let seq = self.seq + 1;
         self.collect_spare();
         let spare = self.ready.take();
-        let (file, size, preallocated) =
+        let (file, first, preallocated) =
             new_segment(&self.dir, &self.shared, seq, self.pointers, spare)?;
         self.file = file;
         self.seq = seq;
-        self.size = size;
+        self.size = first.len() as u64;
+        self.open_direct(first);
         self.active_preallocated = preallocated;
         self.segments.insert(seq, SegInfo::default());
         tracing::debug!(segment = seq, preallocated, "raft log: new segment");

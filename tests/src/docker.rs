@@ -684,19 +684,26 @@ impl DockerCluster {
 
     /// The last `n` lines of container `i`'s log.
     pub fn logs_tail(&self, i: usize, n: usize) -> String {
-        let n = n.to_string();
-        let out = docker(&["logs", "--tail", &n, &self.nodes[i].name]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        self.logs(i, &["--tail", &n.to_string()])
     }
 
     /// Container `i`'s log from `unix_ms` (milliseconds since the epoch) on.
     pub fn logs_since(&self, i: usize, unix_ms: u64) -> String {
-        let since = format!("{}.{:03}", unix_ms / 1000, unix_ms % 1000);
-        let out = docker(&["logs", "--since", &since, &self.nodes[i].name]);
+        self.logs(
+            i,
+            &[
+                "--since",
+                &format!("{}.{:03}", unix_ms / 1000, unix_ms % 1000),
+            ],
+        )
+    }
+
+    /// `docker logs` of container `i` with `options` (its stdout, then its stderr).
+    fn logs(&self, i: usize, options: &[&str]) -> String {
+        let mut args = vec!["logs"];
+        args.extend_from_slice(options);
+        args.push(&self.nodes[i].name);
+        let out = docker(&args);
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 
 use super::index::Loc;
-use super::writer::Done;
+use super::writer::{answer, Done};
 use super::Shared;
 use crate::LogId;
 
@@ -353,9 +353,7 @@ impl Direct {
         {
             std::mem::forget(buf);
             std::mem::forget(file);
-            for d in dones {
-                d(Err(std::io::Error::new(e.kind(), e.to_string())));
-            }
+            answer(dones, &Err(e));
         }
     }
 
@@ -371,24 +369,13 @@ impl Direct {
             Err(e) => Err(e),
         };
         match &res {
-            Ok(()) => {
-                let mut index = self.shared.lock_index();
-                for (id, loc) in flight.written {
-                    index.written(id, loc);
-                }
-                index.trim_cache();
-            }
+            Ok(()) => self.shared.written(flight.written),
             Err(e) => {
                 tracing::error!(error = %e, "raft log write failed");
                 self.shared.fail(e);
             }
         }
-        for d in flight.dones {
-            d(match &res {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            });
-        }
+        answer(flight.dones, &res);
     }
 
     /// Settles what is in flight and stops the reaper task.

@@ -168,6 +168,16 @@ impl Shared {
             .get_or_insert(committed);
     }
 
+    /// After a group's write is durable: its entries become readable from their segments, and
+    /// the decoded copies the cache no longer needs are dropped.
+    fn written(&self, written: Vec<(LogId, Loc)>) {
+        let mut index = self.lock_index();
+        for (id, loc) in written {
+            index.written(id, loc);
+        }
+        index.trim_cache();
+    }
+
     fn fail(&self, e: &std::io::Error) {
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         failed.get_or_insert_with(|| e.to_string());

@@ -516,6 +516,14 @@ fn both_write_paths_keep_everything_across_reopen_rotation_and_purge() {
         assert_eq!(p.committed, Some(id(2, 55)));
     }
 }
+/// A runtime on the calling thread (a log opened on it answers direct writes there).
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Appends entry `i` of term 1; the receiver gets whether it became durable.
 fn append_async(wal: &Wal, i: u64) -> tokio::sync::oneshot::Receiver<bool> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -532,10 +540,7 @@ fn append_async(wal: &Wal, i: u64) -> tokio::sync::oneshot::Receiver<bool> {
 #[test]
 fn groups_answered_on_the_runtime_are_durable_one_at_a_time_and_many_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     runtime.block_on(async {
         // Opened on the runtime: a task there answers completed direct writes.
         let wal = reopen(dir.path(), WalOptions::default());
@@ -564,10 +569,7 @@ fn groups_answered_on_the_runtime_are_durable_one_at_a_time_and_many_at_once() {
 #[test]
 fn a_log_opened_on_a_runtime_that_is_gone_still_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let wal = runtime.block_on(async { reopen(dir.path(), WalOptions::default()) });
     // The task that would answer direct writes is gone with its runtime: the writer answers
     // each group itself shortly after.

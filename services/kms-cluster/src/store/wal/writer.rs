@@ -144,8 +144,14 @@ const MAX_GROUP: usize = 4096;
 /// before it waits for the group itself (should the task be late or the runtime gone).
 const REAP_FALLBACK: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn copy_err(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), e.to_string())
+/// Answers `dones` with `result` (each its own copy of an error).
+pub(super) fn answer(dones: impl IntoIterator<Item = Done>, result: &std::io::Result<()>) {
+    for d in dones {
+        d(match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        });
+    }
 }
 
 /// Creates segment `seq` (in `spare` when one is given) with a header carrying `pointers`,
@@ -364,9 +370,10 @@ impl Writer {
             // After a failed write nothing more is written (a later group that succeeded
             // would be acknowledged behind a hole).
             if let Err(e) = self.shared.check() {
-                for op in ops {
-                    op.into_done()(Err(std::io::Error::other(e.to_string())));
-                }
+                answer(
+                    ops.into_iter().map(Op::into_done),
+                    &Err(std::io::Error::other(e.to_string())),
+                );
                 return;
             }
         }
@@ -446,11 +453,7 @@ impl Writer {
             if let Some(upto) = purge {
                 match self.shared.check() {
                     Ok(()) => self.delete_purged(upto, purge_dones),
-                    Err(e) => {
-                        for done in purge_dones {
-                            done(Err(std::io::Error::other(e.to_string())));
-                        }
-                    }
+                    Err(e) => answer(purge_dones, &Err(std::io::Error::other(e.to_string()))),
                 }
             }
             self.after_write();
@@ -466,11 +469,7 @@ impl Writer {
         match &result {
             Ok(()) => {
                 self.size += buf.len() as u64;
-                let mut index = self.shared.lock_index();
-                for (id, loc) in written {
-                    index.written(id, loc);
-                }
-                index.trim_cache();
+                self.shared.written(written);
             }
             Err(e) => {
                 tracing::error!(error = %e, dir = %self.dir.display(), "raft log write failed");
@@ -483,12 +482,7 @@ impl Writer {
             }
             self.after_write();
         }
-        for d in dones.into_iter().chain(purge_dones) {
-            d(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(copy_err(e)),
-            });
-        }
+        answer(dones.into_iter().chain(purge_dones), &result);
     }
 
     /// After a group was written: a full segment is replaced; so is an appended one (the
